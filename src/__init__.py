@@ -1,0 +1,1 @@
+"""ACmix for MindSpore."""

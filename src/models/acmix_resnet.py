@@ -1,0 +1,219 @@
+"""ACmix-ResNet (the paper's Table 1, "ResNet" rows; official ``ResNet/ResNet_ImageNet.py``).
+
+A ResNet (v1.5: the stride sits in the 3x3 position) whose bottlenecks replace
+the 3x3 convolution by an :class:`~src.models.layers.ACmix` module with
+sliding-window attention (k_att 7, 4 heads, k_conv 3).  Module and parameter
+names follow the official code, so official checkpoints convert by renaming
+(:mod:`src.models.convert`).
+
+Differences from the official code:
+
+* The official weight initialisation (Kaiming normal, fan-out, on every
+  ``Conv2d``) also overwrites ``dep_conv``, so the shift initialisation the
+  paper describes is lost there.  Here ``dep_conv`` keeps its shift kernels;
+  every other convolution gets the official Kaiming initialisation.
+* Any input size works (the official model fails at sizes whose feature maps
+  become odd before a stride-2 stage, e.g. 200x200, or not larger than 3 pixels,
+  e.g. 32x32, 56x56, 64x64); see :class:`~src.models.layers.ACmix`.
+"""
+from __future__ import annotations
+
+from typing import Optional, Sequence
+
+from mindspore import Tensor, nn, ops
+from mindspore.common.initializer import HeNormal, initializer
+
+from .layers import ACmix
+from .registry import register_model
+
+__all__ = ["Bottleneck", "ACmixResNet", "acmix_resnet26", "acmix_resnet38", "acmix_resnet50"]
+
+
+def conv1x1(in_planes: int, out_planes: int, stride: int = 1) -> nn.Conv2d:
+    """1x1 convolution without bias (the official helper of the same name).
+
+    Args:
+        in_planes: input channels.
+        out_planes: output channels.
+        stride: stride.
+    """
+    return nn.Conv2d(in_planes, out_planes, 1, stride=stride, pad_mode="valid", has_bias=False)
+
+
+def batch_norm(channels: int) -> nn.BatchNorm2d:
+    """BatchNorm with PyTorch's defaults (eps 1e-5, running-average momentum 0.1).
+
+    Args:
+        channels: number of channels.
+    """
+    return nn.BatchNorm2d(channels, eps=1e-5, momentum=0.9)
+
+
+class Bottleneck(nn.Cell):
+    """ResNet bottleneck with ACmix in place of the 3x3 convolution.
+
+    Args:
+        inplanes: input channels.
+        planes: bottleneck width; the block outputs ``4 * planes`` channels.
+        k_att: attention window of the ACmix module.
+        head: attention heads.
+        k_conv: kernel of the ACmix convolution path.
+        stride: stride of the block (inside ACmix, on both of its paths).
+        downsample: identity-branch cell (1x1 conv + BN) or None.
+        groups: kept for the official signature; ACmix has no groups, must be 1.
+        base_width: width scaling of the official signature (64 = none).
+        dilation: dilation of the ACmix module.
+        norm_layer: norm factory taking the channel count (default BatchNorm2d).
+        **acmix_kwargs: extra keywords for :class:`ACmix` (``attn_impl``, ``block_size``).
+    """
+
+    expansion = 4
+
+    def __init__(
+        self,
+        inplanes: int,
+        planes: int,
+        k_att: int = 7,
+        head: int = 4,
+        k_conv: int = 3,
+        stride: int = 1,
+        downsample: Optional[nn.Cell] = None,
+        groups: int = 1,
+        base_width: int = 64,
+        dilation: int = 1,
+        norm_layer=None,
+        **acmix_kwargs,
+    ) -> None:
+        super().__init__()
+        if groups != 1:
+            raise ValueError("Bottleneck: ACmix has no grouped variant, groups must be 1")
+        norm_layer = norm_layer or batch_norm
+        width = int(planes * (base_width / 64.0)) * groups
+        self.conv1 = conv1x1(inplanes, width)
+        self.bn1 = norm_layer(width)
+        self.conv2 = ACmix(width, width, k_att, head, k_conv, stride=stride, dilation=dilation, **acmix_kwargs)
+        self.bn2 = norm_layer(width)
+        self.conv3 = conv1x1(width, planes * self.expansion)
+        self.bn3 = norm_layer(planes * self.expansion)
+        self.relu = nn.ReLU()
+        self.downsample = downsample
+        self.has_downsample = downsample is not None
+
+    def construct(self, x: Tensor) -> Tensor:
+        out = self.relu(self.bn1(self.conv1(x)))
+        out = self.relu(self.bn2(self.conv2(out)))
+        out = self.bn3(self.conv3(out))
+        identity = self.downsample(x) if self.has_downsample else x
+        return self.relu(out + identity)
+
+
+class ACmixResNet(nn.Cell):
+    """ACmix-ResNet backbone with a linear classifier.
+
+    Args:
+        layers: number of bottlenecks per stage (4 stages).
+        k_att: attention window of every ACmix module.
+        head: attention heads.
+        k_conv: kernel of the convolution paths.
+        num_classes: classifier outputs.
+        in_chans: input image channels.
+        zero_init_residual: zero-initialise the last BN of each block.
+        **acmix_kwargs: extra keywords for every :class:`ACmix` (``attn_impl``, ``block_size``).
+    """
+
+    def __init__(
+        self,
+        layers: Sequence[int] = (3, 4, 6, 3),
+        k_att: int = 7,
+        head: int = 4,
+        k_conv: int = 3,
+        num_classes: int = 1000,
+        in_chans: int = 3,
+        zero_init_residual: bool = False,
+        **acmix_kwargs,
+    ) -> None:
+        super().__init__()
+        layers = tuple(int(n) for n in layers)
+        if len(layers) != 4 or min(layers) < 1:
+            raise ValueError(f"ACmixResNet: layers must be 4 positive stage depths, got {layers}")
+        if num_classes < 1:
+            raise ValueError(f"ACmixResNet: num_classes must be >= 1, got {num_classes}")
+        self.num_classes = num_classes
+        self.inplanes = 64
+        self.conv1 = nn.Conv2d(in_chans, 64, 7, stride=2, pad_mode="pad", padding=3, has_bias=False)
+        self.bn1 = batch_norm(64)
+        self.relu = nn.ReLU()
+        self.maxpool = nn.MaxPool2d(kernel_size=3, stride=2, pad_mode="pad", padding=1)
+        block_kw = dict(k_att=k_att, head=head, k_conv=k_conv, **acmix_kwargs)
+        self.layer1 = self._make_layer(64, layers[0], 1, block_kw)
+        self.layer2 = self._make_layer(128, layers[1], 2, block_kw)
+        self.layer3 = self._make_layer(256, layers[2], 2, block_kw)
+        self.layer4 = self._make_layer(512, layers[3], 2, block_kw)
+        self.fc = nn.Dense(512 * Bottleneck.expansion, num_classes)
+        self._init_weights(zero_init_residual)
+
+    def _make_layer(self, planes: int, blocks: int, stride: int, block_kw: dict) -> nn.SequentialCell:
+        downsample = None
+        if stride != 1 or self.inplanes != planes * Bottleneck.expansion:
+            downsample = nn.SequentialCell(
+                [conv1x1(self.inplanes, planes * Bottleneck.expansion, stride), batch_norm(planes * Bottleneck.expansion)]
+            )
+        cells = [Bottleneck(self.inplanes, planes, stride=stride, downsample=downsample, **block_kw)]
+        self.inplanes = planes * Bottleneck.expansion
+        cells += [Bottleneck(self.inplanes, planes, **block_kw) for _ in range(1, blocks)]
+        return nn.SequentialCell(cells)
+
+    def _init_weights(self, zero_init_residual: bool) -> None:
+        # Kaiming normal (fan-out) on every convolution, as the official code, except the
+        # shift kernels of dep_conv, which the official loop overwrites by mistake.
+        for name, cell in self.cells_and_names():
+            if isinstance(cell, nn.Conv2d) and not name.endswith("dep_conv"):
+                w = cell.weight
+                w.set_data(initializer(HeNormal(mode="fan_out", nonlinearity="relu"), w.shape, w.dtype))
+            if zero_init_residual and isinstance(cell, Bottleneck):
+                g = cell.bn3.gamma
+                g.set_data(initializer("zeros", g.shape, g.dtype))
+
+    def forward_features(self, x: Tensor) -> Tensor:
+        """Stem and the four stages: (B, 2048, H/32, W/32) (rounded up)."""
+        x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
+        return self.layer4(self.layer3(self.layer2(self.layer1(x))))
+
+    def construct(self, x: Tensor) -> Tensor:
+        x = ops.mean(self.forward_features(x), (2, 3))
+        return self.fc(x)
+
+
+def _build(default_layers: Sequence[int], **kwargs) -> ACmixResNet:
+    kwargs.setdefault("layers", default_layers)
+    return ACmixResNet(**kwargs)
+
+
+@register_model
+def acmix_resnet26(**kwargs) -> ACmixResNet:
+    """ACmix-ResNet-26: stage depths [1, 2, 4, 1].
+
+    Args:
+        **kwargs: ``num_classes`` and overrides of ``layers, k_att, head, k_conv, in_chans, attn_impl, block_size``.
+    """
+    return _build((1, 2, 4, 1), **kwargs)
+
+
+@register_model
+def acmix_resnet38(**kwargs) -> ACmixResNet:
+    """ACmix-ResNet-38: stage depths [2, 3, 5, 2].
+
+    Args:
+        **kwargs: ``num_classes`` and overrides of ``layers, k_att, head, k_conv, in_chans, attn_impl, block_size``.
+    """
+    return _build((2, 3, 5, 2), **kwargs)
+
+
+@register_model
+def acmix_resnet50(**kwargs) -> ACmixResNet:
+    """ACmix-ResNet-50: stage depths [3, 4, 6, 3].
+
+    Args:
+        **kwargs: ``num_classes`` and overrides of ``layers, k_att, head, k_conv, in_chans, attn_impl, block_size``.
+    """
+    return _build((3, 4, 6, 3), **kwargs)
