@@ -1,4 +1,5 @@
 """Models: importing this package registers every backbone."""
+
 from . import acmix_resnet  # noqa: F401  (registers the ResNet family)
 from .registry import create_model, is_model, list_models, register_model
 

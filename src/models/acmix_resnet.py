@@ -16,6 +16,7 @@ Differences from the official code:
   become odd before a stride-2 stage, e.g. 200x200, or not larger than 3 pixels,
   e.g. 32x32, 56x56, 64x64); see :class:`~src.models.layers.ACmix`.
 """
+
 from __future__ import annotations
 
 from typing import Optional, Sequence
@@ -154,12 +155,11 @@ class ACmixResNet(nn.Cell):
 
     def _make_layer(self, planes: int, blocks: int, stride: int, block_kw: dict) -> nn.SequentialCell:
         downsample = None
-        if stride != 1 or self.inplanes != planes * Bottleneck.expansion:
-            downsample = nn.SequentialCell(
-                [conv1x1(self.inplanes, planes * Bottleneck.expansion, stride), batch_norm(planes * Bottleneck.expansion)]
-            )
+        out_planes = planes * Bottleneck.expansion
+        if stride != 1 or self.inplanes != out_planes:
+            downsample = nn.SequentialCell([conv1x1(self.inplanes, out_planes, stride), batch_norm(out_planes)])
         cells = [Bottleneck(self.inplanes, planes, stride=stride, downsample=downsample, **block_kw)]
-        self.inplanes = planes * Bottleneck.expansion
+        self.inplanes = out_planes
         cells += [Bottleneck(self.inplanes, planes, **block_kw) for _ in range(1, blocks)]
         return nn.SequentialCell(cells)
 

@@ -11,6 +11,7 @@ frameworks plus the removal of buffers MindSpore does not keep:
 * A ``module.`` prefix (DataParallel / DistributedDataParallel checkpoints of the
   official ResNet training script) is removed.
 """
+
 from __future__ import annotations
 
 from typing import Dict, Iterable, Mapping
@@ -61,7 +62,7 @@ def convert_state_dict(state: Mapping[str, np.ndarray]) -> Dict[str, Parameter]:
             are converted to float32; integer buffers that MindSpore does not keep
             are dropped).
     """
-    stripped = {(k[len("module."):] if k.startswith("module.") else k): v for k, v in state.items()}
+    stripped = {(k[len("module.") :] if k.startswith("module.") else k): v for k, v in state.items()}
     keys = set(stripped)
     out: Dict[str, Parameter] = {}
     for name, value in stripped.items():

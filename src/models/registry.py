@@ -1,4 +1,5 @@
 """The model registry: ``@register_model`` on a factory, then ``create_model(name, **kwargs)``."""
+
 from __future__ import annotations
 
 import difflib

@@ -40,6 +40,7 @@ none of which changes a result where the official code runs:
 * ``dep_conv`` has no bias, as in the official module, whose
   ``reset_parameters`` removes it.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -73,6 +74,7 @@ def position_map(h: int, w: int, dtype: mstype.Type = mstype.float32) -> Tensor:
         w: map width.
         dtype: result dtype.
     """
+
     def lin(n: int) -> Tensor:
         if n == 1:
             return ops.full((1,), -1.0, dtype=mstype.float32)
@@ -204,9 +206,7 @@ class ACmix(nn.Cell):
         # Stage II, convolution path: fc composed with the shift group convolution.
         kernel = compose_conv_path(self.fc.weight, self.dep_conv.weight).astype(x.dtype)
         pad = self.dilation * (self.kernel_conv // 2)
-        out_conv = ops.conv2d(
-            qkv, kernel, None, self.stride, "pad", pad, self.dilation, hd
-        )
+        out_conv = ops.conv2d(qkv, kernel, None, self.stride, "pad", pad, self.dilation, hd)
 
         # Stage II, attention path.
         qkv6 = qkv.reshape(b, hd, 3, nh, h, w)

@@ -19,6 +19,7 @@ queries; both are faster on the MindSpore CPU backend than ``ops.pad`` with
 BatchMatMul, Softmax, Transpose, Reshape, Slice, Stack) are documented for
 Ascend, GPU and CPU.
 """
+
 from __future__ import annotations
 
 from mindspore import Tensor, ops
