@@ -97,3 +97,15 @@ def test_forward_backward_graph_mode(name, size):
         assert np.abs(by_name[f"layer1.0.{leaf}"]).max() > 0, leaf
     net.set_train(False)
     assert net(x).shape == (2, 10)
+
+
+@pytest.mark.parametrize("size", [56, 200])
+def test_input_sizes_the_official_model_cannot_run(size):
+    """56x56 (maps not larger than the window's reach) and 200x200 (odd maps before a stride-2 stage)."""
+    net = create_model("acmix_resnet26", num_classes=10)
+    net.set_train(False)
+    x = Tensor(np.random.default_rng(size).standard_normal((1, 3, size, size)).astype(np.float32))
+    feats = net.forward_features(x)
+    assert feats.shape == (1, 2048, -(-size // 32), -(-size // 32))
+    y = net(x).asnumpy()
+    assert y.shape == (1, 10) and np.isfinite(y).all()
