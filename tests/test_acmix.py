@@ -8,7 +8,7 @@ import pytest
 from mindspore import Tensor, nn, ops
 
 from src.models.convert import convert_state_dict
-from src.models.layers import ACmix, reflect_indices, shift_kernel
+from src.models.layers import ACmix, grouped_conv2d, reflect_indices, shift_kernel
 from tests.conftest import assert_parity, load_fixture
 from tests.reference_acmix import acmix_reference
 
@@ -164,3 +164,26 @@ def test_runs_under_jit_inside_a_larger_cell(rng):
     y = net(Tensor(rng.standard_normal((1, 4, 5, 6)).astype(np.float32)))
     assert y.shape == (1, 8, 5, 6)
     assert not np.isnan(ops.sum(y).asnumpy())
+
+
+@pytest.mark.parametrize(
+    "h,w,k,s,d,groups",
+    [
+        (9, 11, 3, 1, 1, 4),
+        (9, 11, 3, 2, 1, 4),
+        (8, 7, 5, 3, 1, 2),
+        (10, 10, 3, 2, 2, 1),
+        (1, 2, 3, 2, 1, 2),
+        (6, 5, 1, 2, 1, 4),
+    ],
+)
+def test_grouped_conv2d_equals_conv2d(h, w, k, s, d, groups, rng):
+    x = Tensor(rng.standard_normal((2, 12, h, w)).astype(np.float32))
+    wt = Tensor(rng.standard_normal((8, 12 // groups, k, k)).astype(np.float32))
+    want = ops.conv2d(x, wt, None, s, "pad", d * (k // 2), d, groups).asnumpy()
+
+    def conv(a, b):
+        return grouped_conv2d(a, b, groups, s, d)
+
+    got = ms.jit(conv)(x, wt).asnumpy()
+    np.testing.assert_allclose(got, want, atol=1e-5)

@@ -25,6 +25,7 @@ from mindspore import Tensor, nn, ops
 from mindspore.common.initializer import HeNormal, initializer
 
 from .layers import ACmix
+from .layers.group_conv import zero_pad
 from .registry import register_model
 
 __all__ = ["Bottleneck", "ACmixResNet", "acmix_resnet26", "acmix_resnet38", "acmix_resnet50"]
@@ -144,7 +145,10 @@ class ACmixResNet(nn.Cell):
         self.conv1 = nn.Conv2d(in_chans, 64, 7, stride=2, pad_mode="pad", padding=3, has_bias=False)
         self.bn1 = batch_norm(64)
         self.relu = nn.ReLU()
-        self.maxpool = nn.MaxPool2d(kernel_size=3, stride=2, pad_mode="pad", padding=1)
+        # 3x3/2 max-pool with padding 1: its input is post-ReLU (>= 0), so zero padding equals the
+        # official -inf padding; a "valid" MaxPool avoids the experimental MaxPool3DWithArgmax that
+        # nn.MaxPool2d(pad_mode="pad") builds.
+        self.maxpool = nn.MaxPool2d(kernel_size=3, stride=2, pad_mode="valid")
         block_kw = dict(k_att=k_att, head=head, k_conv=k_conv, **acmix_kwargs)
         self.layer1 = self._make_layer(64, layers[0], 1, block_kw)
         self.layer2 = self._make_layer(128, layers[1], 2, block_kw)
@@ -176,7 +180,8 @@ class ACmixResNet(nn.Cell):
 
     def forward_features(self, x: Tensor) -> Tensor:
         """Stem and the four stages: (B, 2048, H/32, W/32) (rounded up)."""
-        x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
+        x = self.relu(self.bn1(self.conv1(x)))
+        x = self.maxpool(zero_pad(zero_pad(x, 2, 1, 1), 3, 1, 1))
         return self.layer4(self.layer3(self.layer2(self.layer1(x))))
 
     def construct(self, x: Tensor) -> Tensor:

@@ -29,7 +29,9 @@ none of which changes a result where the official code runs:
 * ``fc`` and ``dep_conv`` are both linear, so the convolution path is evaluated
   as one group convolution whose kernel is ``fc`` composed with ``dep_conv``
   (``W[o, g] = sum_j fc[j, g] * dep_conv[o, j]``), directly on the Stage I
-  output.  The learnable parameters are exactly the official ones.
+  output, written as per-tap matrix products (:func:`grouped_conv2d`: MindSpore
+  documents non-depthwise grouped convolutions only for GPU and CPU).  The
+  learnable parameters are exactly the official ones.
 * Where the official code crashes, this cell does the natural thing:
   ``kernel_conv`` of any odd size (the official padding is hard-coded to 1);
   odd feature sizes with stride 2 (both paths give ``ceil(H/s) x ceil(W/s)``);
@@ -47,6 +49,7 @@ import numpy as np
 from mindspore import Parameter, Tensor, nn, ops
 from mindspore import dtype as mstype
 
+from .group_conv import grouped_conv2d
 from .local_attention import blocked_local_attention, unfold_local_attention
 
 __all__ = ["ACmix", "shift_kernel", "position_map", "compose_conv_path"]
@@ -161,6 +164,8 @@ class ACmix(nn.Cell):
         self.attn_impl = attn_impl
         self.block_size = block_size
         self.scaling = float(self.head_dim) ** -0.5
+        # the Conv2D primitive is documented for Ascend, GPU and CPU (the functional ops.conv2d omits CPU)
+        self._conv1x1 = ops.Conv2D(out_channel=3 * out_planes, kernel_size=1)
 
         self.rate1 = Parameter(Tensor(np.full((1,), 0.5, np.float32)), name="rate1")
         self.rate2 = Parameter(Tensor(np.full((1,), 0.5, np.float32)), name="rate2")
@@ -196,7 +201,7 @@ class ACmix(nn.Cell):
         w = w.reshape(3, nh, hd, cin).transpose(2, 0, 1, 3).reshape(3 * self.out_planes, cin, 1, 1)
         bias = ops.stack([self.conv1.bias, self.conv2.bias, self.conv3.bias])
         bias = bias.reshape(3, nh, hd).transpose(2, 0, 1).reshape(3 * self.out_planes)
-        return ops.bias_add(ops.conv2d(x, w.astype(x.dtype)), bias.astype(x.dtype))
+        return ops.bias_add(self._conv1x1(x, w.astype(x.dtype)), bias.astype(x.dtype))
 
     def construct(self, x: Tensor) -> Tensor:
         b, _, h, w = x.shape
@@ -205,8 +210,7 @@ class ACmix(nn.Cell):
 
         # Stage II, convolution path: fc composed with the shift group convolution.
         kernel = compose_conv_path(self.fc.weight, self.dep_conv.weight).astype(x.dtype)
-        pad = self.dilation * (self.kernel_conv // 2)
-        out_conv = ops.conv2d(qkv, kernel, None, self.stride, "pad", pad, self.dilation, hd)
+        out_conv = grouped_conv2d(qkv, kernel, hd, self.stride, self.dilation)
 
         # Stage II, attention path.
         qkv6 = qkv.reshape(b, hd, 3, nh, h, w)

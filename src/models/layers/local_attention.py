@@ -23,6 +23,7 @@ Ascend, GPU and CPU.
 from __future__ import annotations
 
 from mindspore import Tensor, ops
+from mindspore import dtype as mstype
 
 __all__ = ["reflect_indices", "clamp_stride_indices", "blocked_local_attention", "unfold_local_attention"]
 
@@ -46,11 +47,11 @@ def reflect_indices(size: int, before: int, total: int) -> Tensor:
         before: padding in front of the axis.
         total: length of the padded axis to produce.
     """
-    idx = ops.arange(0, total) - before
+    idx = ops.arange(0, total, dtype=mstype.int32) - before
     if size == 1:
         return idx * 0
     period = 2 * (size - 1)
-    folded = ops.abs(idx) % period
+    folded = ops.floor_mod(ops.abs(idx), period)
     return ops.minimum(folded, period - folded)
 
 
@@ -66,13 +67,15 @@ def clamp_stride_indices(size: int, stride: int, total: int) -> Tensor:
         stride: subsampling step.
         total: number of indices to produce.
     """
-    return ops.minimum(ops.arange(0, total) * stride, size - 1)
+    return ops.minimum(ops.arange(0, total, dtype=mstype.int32) * stride, size - 1)
 
 
 def _window_mask(block: int, halo: int, stride: int, dilation: int, kernel: int) -> Tensor:
     """(block, halo) boolean: halo position j lies in the window of tile query i."""
-    rel = ops.arange(0, halo).reshape(1, halo) - ops.arange(0, block).reshape(block, 1) * stride
-    return (rel >= 0) & (rel <= dilation * (kernel - 1)) & (rel % dilation == 0)
+    rel = ops.arange(0, halo, dtype=mstype.int32).reshape(1, halo)
+    rel = rel - ops.arange(0, block, dtype=mstype.int32).reshape(block, 1) * stride
+    inside = ops.logical_and(rel >= 0, rel <= dilation * (kernel - 1))
+    return ops.logical_and(inside, ops.floor_mod(rel, dilation) == 0)
 
 
 def _tiles(x: Tensor, n_rows: int, n_cols: int, size_h: int, size_w: int, step_h: int, step_w: int) -> Tensor:
@@ -142,9 +145,10 @@ def blocked_local_attention(
     k_t = _tiles(ops.gather(ops.gather(k, rows, 3), cols, 4), nbh, nbw, hh, hw, bh * stride, bw * stride)
     v_t = _tiles(ops.gather(ops.gather(v, rows, 3), cols, 4), nbh, nbw, hh, hw, bh * stride, bw * stride)
 
-    mask = _window_mask(bh, hh, stride, dilation, kernel).reshape(bh, 1, hh, 1) & _window_mask(
-        bw, hw, stride, dilation, kernel
-    ).reshape(1, bw, 1, hw)
+    mask = ops.logical_and(
+        _window_mask(bh, hh, stride, dilation, kernel).reshape(bh, 1, hh, 1),
+        _window_mask(bw, hw, stride, dilation, kernel).reshape(1, bw, 1, hw),
+    )
     bias = ops.select(mask, ops.zeros((), q.dtype), ops.full((), _NEG, dtype=q.dtype)).reshape(bh * bw, hh * hw)
 
     logits = ops.bmm(q_t, k_t.transpose(0, 2, 1)) + bias  # (T, bh*bw, hh*hw)
