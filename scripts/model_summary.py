@@ -20,6 +20,8 @@ REFERENCE = {
     "acmix_resnet26": {"official": 10_487_816, "paper": "10.6M"},
     "acmix_resnet38": {"official": 14_410_896, "paper": "14.6M"},
     "acmix_resnet50": {"official": 18_333_976, "paper": "18.6M"},
+    "acmix_swin_tiny": {"official": 28_649_908, "paper": "30M"},
+    "acmix_swin_small": {"official": 50_345_080, "paper": "51M"},
 }
 
 

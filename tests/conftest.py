@@ -39,6 +39,31 @@ def assert_parity(actual: np.ndarray, reference: np.ndarray) -> None:
     assert diff <= tol, f"max abs diff {diff:.3e} > tolerance {tol:.3e}"
 
 
+def graph_train_step(net, x) -> dict:
+    """One loss-and-gradient step of ``net`` in graph mode (labels 1, 7, 1, 7, ...); returns {param name: grad}.
+
+    Also checks that the loss and every gradient are finite and that eval mode gives (B, num_classes).
+    """
+    from mindspore import Tensor, nn
+
+    net.set_train(True)
+    loss_fn = nn.SoftmaxCrossEntropyWithLogits(sparse=True, reduction="mean")
+
+    def forward(inp, lab):
+        return loss_fn(net(inp), lab)
+
+    step = ms.jit(ms.value_and_grad(forward, None, net.trainable_params()))
+    labels = Tensor(np.array([1, 7] * (x.shape[0] // 2) + [1] * (x.shape[0] % 2), np.int32))
+    loss, grads = step(x, labels)
+    assert np.isfinite(loss.asnumpy())
+    by_name = {p.name: g.asnumpy() for p, g in zip(net.trainable_params(), grads)}
+    bad = [n for n, g in by_name.items() if not np.isfinite(g).all()]
+    assert not bad, f"non-finite gradients: {bad[:5]}"
+    net.set_train(False)
+    assert net(x).shape == (x.shape[0], net.num_classes)
+    return by_name
+
+
 @pytest.fixture
 def rng() -> np.random.Generator:
     return np.random.default_rng(0)

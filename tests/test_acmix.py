@@ -26,10 +26,10 @@ def _randomize(net: ACmix, rng: np.random.Generator) -> dict:
 
 
 @pytest.mark.parametrize("fixture", ["acmix_module_s1", "acmix_module_s2"])
-@pytest.mark.parametrize("impl", ["blocked", "unfold"])
-def test_parity_with_official_module(fixture, impl):
+@pytest.mark.parametrize("impl,conv_impl", [("blocked", "conv"), ("blocked", "matmul"), ("unfold", "conv")])
+def test_parity_with_official_module(fixture, impl, conv_impl):
     cfg, params, x, y_ref, debug = load_fixture(fixture)
-    net = ACmix(**cfg["init_kwargs"], attn_impl=impl)
+    net = ACmix(**cfg["init_kwargs"], attn_impl=impl, group_conv_impl=conv_impl)
     not_loaded = ms.load_param_into_net(net, convert_state_dict(params), strict_load=True)
     assert not_loaded == ([], [])
     net.set_train(False)
@@ -62,8 +62,9 @@ def test_official_reference_matches_numpy_restatement():
         (1, 4, dict(kernel_att=5)),
     ],
 )
-def test_defined_behaviour_beyond_the_official_limits(h, w, kw, rng):
-    net = ACmix(8, 8, head=2, **{"kernel_att": 7, **kw}, block_size=3)
+@pytest.mark.parametrize("conv_impl", ["conv", "matmul"])
+def test_defined_behaviour_beyond_the_official_limits(h, w, kw, conv_impl, rng):
+    net = ACmix(8, 8, head=2, **{"kernel_att": 7, **kw}, block_size=3, group_conv_impl=conv_impl)
     params = _randomize(net, rng)
     x = rng.standard_normal((2, 8, h, w)).astype(np.float32)
     y = net(Tensor(x)).asnumpy()
@@ -132,9 +133,9 @@ def _square_loss(net):
     return loss
 
 
-def test_gradients_match_unfold_formulation(rng):
-    a = ACmix(8, 8, head=2, stride=2)
-    b = ACmix(8, 8, head=2, stride=2, attn_impl="unfold")
+def test_gradients_match_between_formulations(rng):
+    a = ACmix(8, 8, head=2, stride=2, group_conv_impl="conv")
+    b = ACmix(8, 8, head=2, stride=2, attn_impl="unfold", group_conv_impl="matmul")
     ms.load_param_into_net(b, {n: p for n, p in a.parameters_and_names()}, strict_load=True)
     x = Tensor(rng.standard_normal((2, 8, 12, 12)).astype(np.float32))
     grads = [ms.jit(ms.grad(_square_loss(net), 0, net.trainable_params()))(x) for net in (a, b)]
@@ -152,6 +153,7 @@ def test_gradients_match_unfold_formulation(rng):
         (dict(stride=0), "stride"),
         (dict(attn_impl="fast"), "attn_impl"),
         (dict(attn_impl="unfold", dilation=2), "dilation"),
+        (dict(group_conv_impl="winograd"), "group_conv_impl"),
     ],
 )
 def test_bad_arguments_are_clear_errors(kw, msg):

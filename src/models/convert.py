@@ -6,6 +6,11 @@ frameworks plus the removal of buffers MindSpore does not keep:
 
 * BatchNorm: ``weight/bias/running_mean/running_var`` become
   ``gamma/beta/moving_mean/moving_variance``; ``num_batches_tracked`` is dropped.
+* LayerNorm (modules named ``norm``, ``norm1``, ``norm2``, ... in the official
+  Swin code): ``weight/bias`` become ``gamma/beta``.
+* Swin buffers: ``attn_mask`` is dropped (it is rebuilt from the configuration)
+  and ``relative_position_index`` is checked against the standard index of its
+  window and dropped; a checkpoint whose index differs is refused.
 * Convolution and Linear weights have the same layout in both frameworks
   ((out, in/groups, kh, kw) and (out, in)) and keep their names.
 * A ``module.`` prefix (DataParallel / DistributedDataParallel checkpoints of the
@@ -14,14 +19,16 @@ frameworks plus the removal of buffers MindSpore does not keep:
 
 from __future__ import annotations
 
-from typing import Dict, Iterable, Mapping
+import re
+from typing import Any, Dict, Iterable, Mapping
 
 import numpy as np
 from mindspore import Parameter, Tensor
 
-__all__ = ["convert_state_dict", "convert_name", "DROPPED_SUFFIXES"]
+__all__ = ["convert_state_dict", "convert_name", "unwrap_checkpoint", "DROPPED_SUFFIXES"]
 
-DROPPED_SUFFIXES = ("num_batches_tracked",)
+DROPPED_SUFFIXES = ("num_batches_tracked", "attn_mask", "relative_position_index")
+_LAYER_NORM = re.compile(r"^norm\d*$")
 _BN_RENAMES = {
     "running_mean": "moving_mean",
     "running_var": "moving_variance",
@@ -42,7 +49,8 @@ def convert_name(name: str, keys: Iterable[str]) -> str | None:
     prefix, _, leaf = name.rpartition(".")
     if leaf in DROPPED_SUFFIXES:
         return None
-    if prefix and _is_batchnorm(prefix, keys):
+    is_norm = prefix and (_is_batchnorm(prefix, keys) or _LAYER_NORM.match(prefix.rpartition(".")[2]))
+    if is_norm:
         if leaf in _BN_RENAMES:
             return f"{prefix}.{_BN_RENAMES[leaf]}"
         if leaf == "weight":
@@ -50,6 +58,27 @@ def convert_name(name: str, keys: Iterable[str]) -> str | None:
         if leaf == "bias":
             return f"{prefix}.beta"
     return name
+
+
+def unwrap_checkpoint(obj: Mapping[str, Any]) -> Mapping[str, Any]:
+    """The state_dict inside an official checkpoint: ``obj["model"]`` (Swin), ``obj["state_dict"]`` (ResNet), or obj.
+
+    Args:
+        obj: what ``torch.load`` (or ``numpy.load``) returned.
+    """
+    for key in ("model", "state_dict"):
+        if key in obj and isinstance(obj[key], Mapping):
+            return obj[key]
+    return obj
+
+
+def _check_relative_position_index(name: str, value: np.ndarray) -> None:
+    from .layers.window_attention import relative_position_index
+
+    n = value.shape[0]
+    ws = int(round(n**0.5))
+    if value.shape != (n, n) or ws * ws != n or not np.array_equal(value, relative_position_index((ws, ws))):
+        raise ValueError(f"{name}: not the standard relative position index of a square window; refusing to convert")
 
 
 def convert_state_dict(state: Mapping[str, np.ndarray]) -> Dict[str, Parameter]:
@@ -66,6 +95,8 @@ def convert_state_dict(state: Mapping[str, np.ndarray]) -> Dict[str, Parameter]:
     keys = set(stripped)
     out: Dict[str, Parameter] = {}
     for name, value in stripped.items():
+        if name.endswith("relative_position_index"):
+            _check_relative_position_index(name, np.asarray(value))
         new = convert_name(name, keys)
         if new is None:
             continue

@@ -29,9 +29,9 @@ none of which changes a result where the official code runs:
 * ``fc`` and ``dep_conv`` are both linear, so the convolution path is evaluated
   as one group convolution whose kernel is ``fc`` composed with ``dep_conv``
   (``W[o, g] = sum_j fc[j, g] * dep_conv[o, j]``), directly on the Stage I
-  output, written as per-tap matrix products (:func:`grouped_conv2d`: MindSpore
-  documents non-depthwise grouped convolutions only for GPU and CPU).  The
-  learnable parameters are exactly the official ones.
+  output (:func:`grouped_conv2d`; on Ascend, where MindSpore documents only
+  depthwise grouped convolutions, as per-tap matrix products).  The learnable
+  parameters are exactly the official ones.
 * Where the official code crashes, this cell does the natural thing:
   ``kernel_conv`` of any odd size (the official padding is hard-coded to 1);
   odd feature sizes with stride 2 (both paths give ``ceil(H/s) x ceil(W/s)``);
@@ -45,14 +45,16 @@ none of which changes a result where the official code runs:
 
 from __future__ import annotations
 
+from typing import Optional
+
 import numpy as np
 from mindspore import Parameter, Tensor, nn, ops
 from mindspore import dtype as mstype
 
-from .group_conv import grouped_conv2d
+from .group_conv import grouped_conv2d, resolve_group_conv_impl
 from .local_attention import blocked_local_attention, unfold_local_attention
 
-__all__ = ["ACmix", "shift_kernel", "position_map", "compose_conv_path"]
+__all__ = ["ACmix", "shift_kernel", "position_map", "compose_conv_path", "acmix_conv_path"]
 
 
 def shift_kernel(out_planes: int, kernel_conv: int) -> np.ndarray:
@@ -101,9 +103,48 @@ def compose_conv_path(fc_weight: Tensor, dep_weight: Tensor) -> Tensor:
     """
     taps, groups3 = fc_weight.shape[0], fc_weight.shape[1]
     out, kc = dep_weight.shape[0], dep_weight.shape[2]
-    fc2 = fc_weight.reshape(taps, groups3).transpose(1, 0)  # (G3, taps)
+    fc2 = ops.broadcast_to(fc_weight.reshape(1, taps, groups3).transpose(0, 2, 1), (out, groups3, taps))
     dep = dep_weight.reshape(out, taps, kc * kc)
-    return ops.matmul(fc2, dep).reshape(out, groups3, kc, kc)
+    return ops.bmm(fc2, dep).reshape(out, groups3, kc, kc)
+
+
+def acmix_conv_path(
+    features: Tensor,
+    fc_weight: Tensor,
+    fc_bias: Optional[Tensor],
+    dep_weight: Tensor,
+    groups: int,
+    stride: int = 1,
+    dilation: int = 1,
+    impl: str = "matmul",
+) -> Tensor:
+    """The ACmix convolution path: ``dep_conv(fc(features))``, evaluated as one grouped convolution.
+
+    Args:
+        features: Stage I output, (B, groups * G3, H, W), channel ``d * G3 + g`` holding feature
+            group g (q heads, then k heads, then v heads) at index d.
+        fc_weight: (kc**2, G3, 1, 1) weight of the light fully-connected layer.
+        fc_bias: its (kc**2,) bias (the Swin variant has one) or None.
+        dep_weight: (O, kc**2, kc, kc) weight of the shift group convolution (no bias).
+        groups: head_dim, the number of groups of ``dep_conv``.
+        stride: stride of the path.
+        dilation: dilation of the path.
+        impl: grouped-convolution implementation, ``"matmul"`` or ``"conv"`` (:func:`grouped_conv2d`).
+
+    Returns:
+        (B, O, ceil(H/s), ceil(W/s)); output channel o comes from group ``o // (O / groups)``.
+    """
+    dtype = features.dtype
+    kernel = compose_conv_path(fc_weight, dep_weight).astype(dtype)
+    out = grouped_conv2d(features, kernel, groups, stride, dilation, impl)
+    if fc_bias is not None:
+        # a constant map through a zero-padded convolution is not constant at the borders:
+        # convolve a ones map with the bias-weighted kernels to get the exact term
+        taps = dep_weight.shape[1]
+        kb = (fc_bias.reshape(1, taps, 1, 1) * dep_weight).sum(1, keepdims=True).astype(dtype)
+        ones = ops.ones((1, 1, features.shape[2], features.shape[3]), dtype)
+        out = out + grouped_conv2d(ones, kb, 1, stride, dilation, impl)
+    return out
 
 
 def _check_odd(name: str, value: int) -> None:
@@ -125,6 +166,8 @@ class ACmix(nn.Cell):
         attn_impl: ``"blocked"`` (default, tile-wise, memory-lean) or ``"unfold"``
             (the official k**2-expanded formulation, for reference; dilation 1 only).
         block_size: tile size of the blocked attention (speed/memory only, results are identical).
+        group_conv_impl: ``"auto"`` (default: ``"matmul"`` on Ascend, ``"conv"`` elsewhere), ``"conv"``
+            or ``"matmul"``; how the convolution path's grouped convolution is computed (same result).
     """
 
     def __init__(
@@ -139,6 +182,7 @@ class ACmix(nn.Cell):
         *,
         attn_impl: str = "blocked",
         block_size: int = 8,
+        group_conv_impl: str = "auto",
     ) -> None:
         super().__init__()
         _check_odd("kernel_att", kernel_att)
@@ -163,6 +207,7 @@ class ACmix(nn.Cell):
         self.dilation = dilation
         self.attn_impl = attn_impl
         self.block_size = block_size
+        self.group_conv_impl = resolve_group_conv_impl(group_conv_impl)
         self.scaling = float(self.head_dim) ** -0.5
         # the Conv2D primitive is documented for Ascend, GPU and CPU (the functional ops.conv2d omits CPU)
         self._conv1x1 = ops.Conv2D(out_channel=3 * out_planes, kernel_size=1)
@@ -209,8 +254,9 @@ class ACmix(nn.Cell):
         qkv = self.stage1(x)
 
         # Stage II, convolution path: fc composed with the shift group convolution.
-        kernel = compose_conv_path(self.fc.weight, self.dep_conv.weight).astype(x.dtype)
-        out_conv = grouped_conv2d(qkv, kernel, hd, self.stride, self.dilation)
+        out_conv = acmix_conv_path(
+            qkv, self.fc.weight, None, self.dep_conv.weight, hd, self.stride, self.dilation, self.group_conv_impl
+        )
 
         # Stage II, attention path.
         qkv6 = qkv.reshape(b, hd, 3, nh, h, w)

@@ -1,0 +1,83 @@
+"""ACmix-Swin: parity with the official window attention, shifted block and model; parameter counts; training."""
+
+from __future__ import annotations
+
+import mindspore as ms
+import numpy as np
+import pytest
+from mindspore import Tensor
+
+from src.models import create_model
+from src.models.acmix_swin import SwinTransformerACmix, SwinTransformerBlock, shifted_window_mask
+from src.models.convert import convert_state_dict
+from src.models.layers import shift_kernel
+from src.models.layers.window_attention import WindowAttentionACmix, relative_position_index
+from tests.conftest import assert_parity, graph_train_step, load_fixture
+
+# Counted by running the official PyTorch code (DESIGN.md section 2), 1000 classes, 224x224.
+OFFICIAL_PARAMS = {"acmix_swin_tiny": 28_649_908, "acmix_swin_small": 50_345_080}
+
+
+@pytest.mark.parametrize(
+    "fixture,cls,extra",
+    [
+        ("swin_window_attention", WindowAttentionACmix, {}),
+        ("swin_window_attention", WindowAttentionACmix, {"group_conv_impl": "matmul"}),
+        ("swin_block_shifted", SwinTransformerBlock, {}),
+        ("acmix_swin_tiny_small", SwinTransformerACmix, {}),
+    ],
+)
+def test_parity_with_official(fixture, cls, extra):
+    cfg, params, x, y_ref, _ = load_fixture(fixture)
+    net = cls(**cfg["init_kwargs"], **extra)
+    assert ms.load_param_into_net(net, convert_state_dict(params), strict_load=True) == ([], [])
+    net.set_train(False)
+    assert_parity(net(Tensor(x)).asnumpy(), y_ref)
+
+
+def test_buffers_match_the_official_ones():
+    _, params, _, _, _ = load_fixture("swin_block_shifted")
+    np.testing.assert_array_equal(params["attn.relative_position_index"], relative_position_index((4, 4)))
+    np.testing.assert_array_equal(params["attn_mask"], shifted_window_mask(8, 8, 4, 2))
+
+
+def test_converter_refuses_a_foreign_relative_position_index():
+    _, params, _, _, _ = load_fixture("swin_window_attention")
+    params = dict(params)
+    params["relative_position_index"] = params["relative_position_index"][::-1].copy()
+    with pytest.raises(ValueError, match="relative position index"):
+        convert_state_dict(params)
+
+
+@pytest.mark.parametrize("name", sorted(OFFICIAL_PARAMS))
+def test_parameter_count_equals_official(name):
+    net = create_model(name)
+    assert sum(int(np.prod(p.shape)) for p in net.trainable_params()) == OFFICIAL_PARAMS[name]
+
+
+def test_architecture_overrides_and_small_map_rule():
+    net = create_model(
+        "acmix_swin_tiny", img_size=64, patch_size=4, num_classes=5, embed_dim=32, depths=[2, 2, 2, 2],
+        num_heads=[1, 2, 4, 8], window_size=4, mlp_ratio=2.0, drop_path_rate=0.1,
+    )  # fmt: skip
+    assert net.head.weight.shape == (5, 256)
+    blocks = [blk for layer in net.layers for blk in layer.blocks]
+    # 16x16 and 8x8 maps: window 4, shift alternating 0/2; 4x4 and 2x2 maps: window = map, no shift
+    assert [(b.window_size, b.shift_size) for b in blocks] == [(4, 0), (4, 2)] * 2 + [(4, 0), (4, 0), (2, 0), (2, 0)]
+    np.testing.assert_array_equal(blocks[0].attn.dep_conv.weight.asnumpy(), shift_kernel(32, 3))
+
+
+def test_wrong_input_size_is_a_clear_error():
+    net = create_model("acmix_swin_tiny", img_size=32, patch_size=2, window_size=4, depths=[1, 1], num_heads=[1, 2])
+    with pytest.raises(ValueError, match="built for"):
+        net(Tensor(np.zeros((1, 3, 64, 64), np.float32)))
+
+
+@pytest.mark.parametrize("name", sorted(OFFICIAL_PARAMS))
+def test_forward_backward_graph_mode(name):
+    """The full-depth architecture at a small input (64x64, window 4) trains a step in graph mode."""
+    net = create_model(name, num_classes=10, img_size=64, window_size=4)
+    x = Tensor(np.random.default_rng(1).standard_normal((2, 3, 64, 64)).astype(np.float32))
+    by_name = graph_train_step(net, x)
+    for leaf in ("rate1", "rate2", "dep_conv.weight", "fc.weight", "fc.bias", "relative_position_bias_table"):
+        assert np.abs(by_name[f"layers.0.blocks.1.attn.{leaf}"]).max() > 0, leaf
