@@ -1,0 +1,195 @@
+"""Multiply-accumulate (MAC) counts of the models, derived from their structure by shape propagation.
+
+What is counted: the multiply-adds of convolutions and dense layers, and the
+attention's own products (query-key logits and the weighted sum of values).
+Norms, activations, softmax, pooling, additions and the positional-encoding
+subtraction are not counted.  This is the convention of DESIGN.md's FLOPs
+column; it reproduces the official ACmix-ResNet figures exactly (2.22G, 2.86G,
+3.50G at 224x224).
+
+Each supported cell class has a rule ``rule(cell, shape) -> (macs, out_shape)``
+that reads the cell's own configuration (channels, kernels, strides, heads,
+windows) and recurses into its children; nothing is typed in per model.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Dict, Tuple
+
+from mindspore import nn
+
+from .acmix_resnet import ACmixResNet, Bottleneck
+from .acmix_swin import BasicLayer, PatchMerging, SwinTransformerACmix, SwinTransformerBlock
+from .layers import ACmix
+from .layers.common import DropPath, Mlp, PatchEmbed
+from .layers.window_attention import WindowAttentionACmix
+
+__all__ = ["count_macs", "count_params"]
+
+Shape = Tuple[int, ...]
+_RULES: Dict[type, Callable[[nn.Cell, Shape], Tuple[int, Shape]]] = {}
+_ZERO_COST = (nn.BatchNorm2d, nn.LayerNorm, nn.ReLU, nn.GELU, nn.Dropout, DropPath, nn.Identity)
+
+
+def _rule(cls: type):
+    def register(fn):
+        _RULES[cls] = fn
+        return fn
+
+    return register
+
+
+def _ceil_div(a: int, b: int) -> int:
+    return -(-a // b)
+
+
+def count_macs(cell: nn.Cell, shape: Shape) -> int:
+    """Multiply-accumulates of one forward pass of ``cell`` on an input of ``shape``.
+
+    Args:
+        cell: a model or a supported cell.
+        shape: input shape, batch included (MACs scale with the batch).
+    """
+    return _macs(cell, tuple(int(s) for s in shape))[0]
+
+
+def count_params(cell: nn.Cell) -> int:
+    """Number of trainable parameters (what the official code's ``parameters()`` counts).
+
+    Args:
+        cell: a model or a cell.
+    """
+    return sum(int(p.size) for p in cell.trainable_params())
+
+
+def _macs(cell: nn.Cell, shape: Shape) -> Tuple[int, Shape]:
+    if isinstance(cell, _ZERO_COST):
+        return 0, shape
+    for cls in type(cell).__mro__:
+        if cls in _RULES:
+            return _RULES[cls](cell, shape)
+    raise NotImplementedError(f"no MAC rule for {type(cell).__name__}; add one in src/models/flops.py")
+
+
+def _seq(cells, shape: Shape) -> Tuple[int, Shape]:
+    total = 0
+    for c in cells:
+        m, shape = _macs(c, shape)
+        total += m
+    return total, shape
+
+
+@_rule(nn.SequentialCell)
+def _sequential(cell: nn.SequentialCell, shape: Shape):
+    return _seq(cell, shape)
+
+
+@_rule(nn.Conv2d)
+def _conv(cell: nn.Conv2d, shape: Shape):
+    b, _, h, w = shape
+    kh, kw = cell.kernel_size
+    sh, sw = cell.stride[-2:] if len(cell.stride) > 2 else cell.stride
+    dh, dw = cell.dilation[-2:] if len(cell.dilation) > 2 else cell.dilation
+    if cell.pad_mode == "same":
+        ho, wo = _ceil_div(h, sh), _ceil_div(w, sw)
+    else:
+        pad = cell.padding if isinstance(cell.padding, tuple) else (cell.padding,) * 4
+        ph, pw = (pad[0] + pad[1], pad[2] + pad[3]) if cell.pad_mode == "pad" else (0, 0)
+        ho = (h + ph - dh * (kh - 1) - 1) // sh + 1
+        wo = (w + pw - dw * (kw - 1) - 1) // sw + 1
+    macs = b * cell.out_channels * ho * wo * (cell.in_channels // cell.group) * kh * kw
+    return macs, (b, cell.out_channels, ho, wo)
+
+
+@_rule(nn.Dense)
+def _dense(cell: nn.Dense, shape: Shape):
+    rows = 1
+    for s in shape[:-1]:
+        rows *= s
+    return rows * cell.in_channels * cell.out_channels, shape[:-1] + (cell.out_channels,)
+
+
+@_rule(ACmix)
+def _acmix(cell: ACmix, shape: Shape):
+    b, cin, h, w = shape
+    o, nh, hd, s = cell.out_planes, cell.head, cell.head_dim, cell.stride
+    ho, wo = _ceil_div(h, s), _ceil_div(w, s)
+    taps = cell.kernel_conv**2
+    stage1 = 3 * b * cin * o * h * w  # conv1, conv2, conv3
+    pe = _macs(cell.conv_p, (1, 2, h, w))[0]  # shared by the batch
+    attention = 2 * b * o * cell.kernel_att**2 * ho * wo  # q.k over the window, weights times values
+    fc = b * 3 * nh * taps * hd * h * w
+    dep = b * o * taps * taps * ho * wo  # dep_conv: kc*kc kernel over kc*kc maps per group
+    return stage1 + pe + attention + fc + dep, (b, o, ho, wo)
+
+
+@_rule(Bottleneck)
+def _bottleneck(cell: Bottleneck, shape: Shape):
+    macs, out = _seq([cell.conv1, cell.conv2, cell.conv3], shape)
+    if cell.has_downsample:
+        macs += _macs(cell.downsample, shape)[0]
+    return macs, out
+
+
+@_rule(ACmixResNet)
+def _resnet(cell: ACmixResNet, shape: Shape):
+    macs, (b, c, h, w) = _macs(cell.conv1, shape)
+    shape = (b, c, (h + 2 - 3) // 2 + 1, (w + 2 - 3) // 2 + 1)  # 3x3/2 max-pool, padding 1
+    m, (b, c, _, _) = _seq([cell.layer1, cell.layer2, cell.layer3, cell.layer4], shape)
+    m2, out = _macs(cell.fc, (b, c))
+    return macs + m + m2, out
+
+
+@_rule(WindowAttentionACmix)
+def _window_attention(cell: WindowAttentionACmix, shape: Shape):
+    b, h, w, c = shape
+    nh, hd, ws = cell.num_heads, cell.head_dim, cell.window_size[0]
+    tokens = b * h * w
+    qkv = _macs(cell.qkv, shape)[0]
+    attention = 2 * tokens * ws * ws * c  # per token: logits against ws*ws keys and the weighted sum, all heads
+    proj = _macs(cell.proj, shape)[0]
+    fc = tokens * 3 * nh * 9 * hd
+    dep = tokens * c * 9 * 9
+    return qkv + attention + proj + fc + dep, shape
+
+
+@_rule(Mlp)
+def _mlp(cell: Mlp, shape: Shape):
+    return _seq([cell.fc1, cell.fc2], shape)
+
+
+@_rule(SwinTransformerBlock)
+def _swin_block(cell: SwinTransformerBlock, shape: Shape):
+    b, length, c = shape
+    h, w = cell.input_resolution
+    macs = _macs(cell.attn, (b, h, w, c))[0] + _macs(cell.mlp, shape)[0]
+    return macs, shape
+
+
+@_rule(PatchMerging)
+def _patch_merging(cell: PatchMerging, shape: Shape):
+    b, length, c = shape
+    return _macs(cell.reduction, (b, length // 4, 4 * c))
+
+
+@_rule(BasicLayer)
+def _basic_layer(cell: BasicLayer, shape: Shape):
+    macs, shape = _seq(cell.blocks, shape)
+    if cell.has_downsample:
+        m, shape = _macs(cell.downsample, shape)
+        macs += m
+    return macs, shape
+
+
+@_rule(PatchEmbed)
+def _patch_embed(cell: PatchEmbed, shape: Shape):
+    macs, (b, c, h, w) = _macs(cell.proj, shape)
+    return macs, (b, h * w, c)
+
+
+@_rule(SwinTransformerACmix)
+def _swin(cell: SwinTransformerACmix, shape: Shape):
+    macs, shape = _macs(cell.patch_embed, shape)
+    m, (b, _, c) = _seq(cell.layers, shape)
+    m2, out = _macs(cell.head, (b, c))
+    return macs + m + m2, out
