@@ -8,7 +8,7 @@ import pytest
 from mindspore import Tensor, nn, ops
 
 from src.models.convert import convert_state_dict
-from src.models.layers import ACmix, grouped_conv2d, reflect_indices, shift_kernel
+from src.models.layers import ACmix, acmix_conv_path, grouped_conv2d, reflect_indices, shift_kernel
 from tests.conftest import assert_parity, load_fixture
 from tests.reference_acmix import acmix_reference
 
@@ -103,13 +103,24 @@ def test_initial_state():
     }  # fmt: skip
 
 
-def test_shift_kernels_shift():
-    """With fc selecting one feature group per tap, the initial conv path is a plain shift-and-sum."""
-    net = ACmix(4, 4, head=1, kernel_conv=3)
-    w = net.dep_conv.weight.asnumpy()
-    assert w.shape == (4, 9, 3, 3)
-    for j in range(9):
-        assert w[0, j, j // 3, j % 3] == 1 and w[0, j].sum() == 1
+def test_initial_conv_path_shifts_and_sums(rng):
+    """At initialisation the conv path shifts the fc maps and sums them: with fc taking one feature group for
+    every tap, each output is the 3x3 zero-padded box sum of that group (per head_dim index)."""
+    head, hd = 2, 3
+    net = ACmix(6, 6, head=head, kernel_conv=3)
+    fc = np.zeros((9, 3 * head, 1, 1), np.float32)
+    fc[:, 1, 0, 0] = 1.0  # group 1 = q of head 1
+    feats = rng.standard_normal((1, hd * 3 * head, 5, 4)).astype(np.float32)  # channel d*3*head + g
+
+    def path(x, w_fc, w_dep):
+        return acmix_conv_path(x, w_fc, None, w_dep, hd)
+
+    out = ms.jit(path)(Tensor(feats), Tensor(fc), net.dep_conv.weight).asnumpy()
+    for d in range(hd):
+        src = np.pad(feats[0, d * 3 * head + 1], 1)
+        box = sum(src[dy : dy + 5, dx : dx + 4] for dy in range(3) for dx in range(3))
+        for o in range(d * head, (d + 1) * head):  # group d writes head consecutive outputs
+            np.testing.assert_allclose(out[0, o], box, atol=1e-5)
 
 
 def test_gradients_reach_every_parameter(rng):

@@ -11,6 +11,7 @@ from src.models import create_model
 from src.models.acmix_swin import SwinTransformerACmix, SwinTransformerBlock, shifted_window_mask
 from src.models.convert import convert_state_dict
 from src.models.layers import shift_kernel
+from src.models.layers.common import DropPath
 from src.models.layers.window_attention import WindowAttentionACmix, relative_position_index
 from tests.conftest import assert_parity, graph_train_step, load_fixture
 
@@ -81,3 +82,19 @@ def test_forward_backward_graph_mode(name):
     by_name = graph_train_step(net, x)
     for leaf in ("rate1", "rate2", "dep_conv.weight", "fc.weight", "fc.bias", "relative_position_bias_table"):
         assert np.abs(by_name[f"layers.0.blocks.1.attn.{leaf}"]).max() > 0, leaf
+
+
+def test_drop_path_cells_draw_independent_masks():
+    """Two DropPath cells in one graph draw different per-sample masks (a block has one per branch)."""
+    ms.set_seed(0)
+    cells = [DropPath(0.5), DropPath(0.5)]
+    for c in cells:
+        c.set_train(True)
+
+    def masks(x):
+        return cells[0](x), cells[1](x)
+
+    a, b = ms.jit(masks)(Tensor(np.ones((64, 1, 1), np.float32)))
+    a, b = a.asnumpy().ravel(), b.asnumpy().ravel()
+    assert set(np.unique(a)) <= {0.0, 2.0} and set(np.unique(b)) <= {0.0, 2.0}
+    assert 0 < (a == 0).sum() < 64 and not np.array_equal(a, b)

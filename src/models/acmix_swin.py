@@ -112,7 +112,9 @@ class SwinTransformerBlock(nn.Cell):
         self.attn = WindowAttentionACmix(
             dim, self.window_size, num_heads, qkv_bias=qkv_bias, qk_scale=qk_scale, attn_drop=attn_drop, proj_drop=drop
         )
-        self.drop_path = DropPath(drop_path) if drop_path > 0.0 else nn.Identity()
+        # one cell per branch: a dropout cell called twice in a graph repeats its mask (MindSpore 2.8, fixed seed)
+        self.drop_path1 = DropPath(drop_path) if drop_path > 0.0 else nn.Identity()
+        self.drop_path2 = DropPath(drop_path) if drop_path > 0.0 else nn.Identity()
         self.norm2 = layer_norm(dim)
         self.mlp = Mlp(dim, int(dim * mlp_ratio), drop=drop)
         self.attn_mask = (
@@ -130,8 +132,8 @@ class SwinTransformerBlock(nn.Cell):
             y = roll2d(self.attn(y, self.attn_mask), self.shift_size)
         else:
             y = self.attn(y, None)
-        x = x + self.drop_path(y.reshape(b, h * w, c))
-        return x + self.drop_path(self.mlp(self.norm2(x)))
+        x = x + self.drop_path1(y.reshape(b, h * w, c))
+        return x + self.drop_path2(self.mlp(self.norm2(x)))
 
 
 class PatchMerging(nn.Cell):

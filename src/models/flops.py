@@ -148,8 +148,9 @@ def _window_attention(cell: WindowAttentionACmix, shape: Shape):
     qkv = _macs(cell.qkv, shape)[0]
     attention = 2 * tokens * ws * ws * c  # per token: logits against ws*ws keys and the weighted sum, all heads
     proj = _macs(cell.proj, shape)[0]
-    fc = tokens * 3 * nh * 9 * hd
-    dep = tokens * c * 9 * 9
+    taps = cell.fc.out_channels  # kernel_conv**2 maps
+    fc = tokens * 3 * nh * taps * hd
+    dep = tokens * c * taps * taps
     return qkv + attention + proj + fc + dep, shape
 
 

@@ -263,7 +263,7 @@ class ACmix(nn.Cell):
         q = ops.slice(qkv6, (0, 0, 0, 0, 0, 0), (b, hd, 1, nh, h, w)).reshape(b, hd, nh, h, w)
         k = ops.slice(qkv6, (0, 0, 1, 0, 0, 0), (b, hd, 1, nh, h, w)).reshape(b, hd, nh, h, w)
         v = ops.slice(qkv6, (0, 0, 2, 0, 0, 0), (b, hd, 1, nh, h, w)).reshape(b, hd, nh, h, w)
-        pe = self.conv_p(position_map(h, w, x.dtype)).reshape(1, hd, 1, h, w)
+        pe = self.conv_p(position_map(h, w)).astype(x.dtype).reshape(1, hd, 1, h, w)
         q = q * self.scaling
         k = k - pe  # the q.pe_q term is constant over the window and cancels in the softmax
         if self.attn_impl == "blocked":

@@ -87,10 +87,12 @@ class Mlp(nn.Cell):
         self.fc1 = nn.Dense(in_features, hidden_features)
         self.act = nn.GELU(approximate=False)
         self.fc2 = nn.Dense(hidden_features, out_features)
-        self.drop = nn.Dropout(p=drop)
+        # two cells: one dropout cell called twice in a graph draws the same mask twice (MindSpore 2.8, fixed seed)
+        self.drop1 = nn.Dropout(p=drop)
+        self.drop2 = nn.Dropout(p=drop)
 
     def construct(self, x: Tensor) -> Tensor:
-        return self.drop(self.fc2(self.drop(self.act(self.fc1(x)))))
+        return self.drop2(self.fc2(self.drop1(self.act(self.fc1(x)))))
 
 
 class PatchEmbed(nn.Cell):

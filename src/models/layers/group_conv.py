@@ -13,7 +13,10 @@ the same result:
   map is viewed as (H/s, s, W/s, s) and each tap reads one phase of it.
 
 ``"auto"`` (:func:`resolve_group_conv_impl`) takes ``"matmul"`` on Ascend and
-``"conv"`` elsewhere.  On the CPU the two cost about the same inside an ACmix
+``"conv"`` elsewhere.  It is resolved when a cell is built, from the device
+target set at that moment: set the context before building a model, and pass
+``group_conv_impl="matmul"`` explicitly when a model built elsewhere is meant
+for Ascend (for example one exported to MindIR on a CPU).  On the CPU the two cost about the same inside an ACmix
 training step at 56x56 (1.32 s against 1.31 s, batch 8), but ``"matmul"`` adds
 nine small operators per tap to the graph, which made the ACmix-ResNet-50
 train-step compile 1.6x longer (39 s against 25 s at 64x64).

@@ -27,7 +27,7 @@ from mindspore import dtype as mstype
 
 __all__ = ["reflect_indices", "clamp_stride_indices", "blocked_local_attention", "unfold_local_attention"]
 
-_NEG = -1e9  # additive mask value; exp() of it is exactly 0 in fp32 and it saturates to -inf in fp16
+_NEG = -1e9  # additive mask value for the fp32 logits; exp() of it is exactly 0
 
 
 def reflect_indices(size: int, before: int, total: int) -> Tensor:
@@ -149,10 +149,11 @@ def blocked_local_attention(
         _window_mask(bh, hh, stride, dilation, kernel).reshape(bh, 1, hh, 1),
         _window_mask(bw, hw, stride, dilation, kernel).reshape(1, bw, 1, hw),
     )
-    bias = ops.select(mask, ops.zeros((), q.dtype), ops.full((), _NEG, dtype=q.dtype)).reshape(bh * bw, hh * hw)
+    bias = ops.select(mask, ops.zeros((), mstype.float32), ops.full((), _NEG, dtype=mstype.float32))
 
-    logits = ops.bmm(q_t, k_t.transpose(0, 2, 1)) + bias  # (T, bh*bw, hh*hw)
-    attn = ops.softmax(logits, -1)
+    # the softmax runs in fp32 (also under fp16 mixed precision), so the mask value stays finite
+    logits = ops.bmm(q_t, k_t.transpose(0, 2, 1)).astype(mstype.float32) + bias.reshape(bh * bw, hh * hw)
+    attn = ops.softmax(logits, -1).astype(v_t.dtype)
     out = ops.bmm(attn, v_t)  # (T, bh*bw, D)
     out = out.reshape(b, g, nbh, nbw, bh, bw, d).transpose(0, 1, 6, 2, 4, 3, 5)
     out = out.reshape(b, g * d, nbh * bh, nbw * bw)
