@@ -8,7 +8,7 @@ import pytest
 
 from src.models import create_model, is_model, list_models
 from src.models.acmix_resnet import ACmixResNet
-from src.models.convert import convert_name, convert_state_dict
+from src.models.convert import convert_name, convert_state_dict, unwrap_checkpoint
 from tests.conftest import load_fixture
 
 
@@ -50,3 +50,10 @@ def test_whole_resnet_state_dict_loads_strictly(prefix):
         net.layer1[0].conv2.dep_conv.weight.asnumpy(), params["layer1.0.conv2.dep_conv.weight"]
     )
     np.testing.assert_array_equal(net.bn1.moving_variance.asnumpy(), params["bn1.running_var"])
+
+
+def test_unwrap_official_checkpoint_layouts():
+    sd = {"fc.weight": np.zeros((2, 2), np.float32)}
+    assert unwrap_checkpoint({"model": sd, "optimizer": {}, "epoch": 3}) is sd  # Swin training script
+    assert unwrap_checkpoint({"state_dict": sd, "arch": "x", "best_acc1": 0.0}) is sd  # ResNet main.py
+    assert unwrap_checkpoint(sd) is sd  # a bare state_dict
