@@ -10,6 +10,7 @@ from mindspore import Tensor, nn
 from src.models import create_model
 from src.models.acmix_resnet import ACmixResNet, Bottleneck, batch_norm, conv1x1
 from src.models.convert import convert_state_dict
+from src.models.flops import count_params
 from src.models.layers import ACmix, shift_kernel
 from tests.conftest import assert_parity, graph_train_step, load_fixture
 
@@ -17,13 +18,9 @@ from tests.conftest import assert_parity, graph_train_step, load_fixture
 OFFICIAL_PARAMS = {"acmix_resnet26": 10_487_816, "acmix_resnet38": 14_410_896, "acmix_resnet50": 18_333_976}
 
 
-def n_params(net: nn.Cell) -> int:
-    return sum(int(np.prod(p.shape)) for p in net.trainable_params())
-
-
 @pytest.mark.parametrize("name", sorted(OFFICIAL_PARAMS))
 def test_parameter_count_equals_official(name):
-    assert n_params(create_model(name)) == OFFICIAL_PARAMS[name]
+    assert count_params(create_model(name)) == OFFICIAL_PARAMS[name]
 
 
 def test_stage_depths():
