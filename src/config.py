@@ -1,0 +1,399 @@
+"""The project's only argument parser: defaults < YAML recipe < its device section < command line.
+
+``train.py``, ``eval.py`` and ``export.py`` all call :func:`parse_config`. Every key is a command-line flag
+(``--lr 0.05``, ``--lr=0.05``) and a YAML key; an unknown key anywhere is an error, never silently ignored.
+"""
+
+from __future__ import annotations
+
+import copy
+import difflib
+import os
+import sys
+import tempfile
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
+
+import yaml
+
+__all__ = [
+    "DEFAULTS",
+    "CHOICES",
+    "DEVICE_SECTIONS",
+    "Config",
+    "ConfigError",
+    "parse_config",
+    "save_config",
+    "load_config",
+]
+
+# (key, default, meaning): the single source of DEFAULTS and of the --help text.
+_SCHEMA: List[Tuple[str, Any, str]] = [
+    ("model", "acmix_resnet26", "registry name"),
+    ("num_classes", 1000, ""),
+    ("img_size", 224, ""),
+    ("in_chans", 3, ""),
+    ("drop_path_rate", None, "null = model default"),
+    ("model_kwargs", {}, "extra create_model keywords, e.g. {layers: [1, 1, 1, 1]}"),
+    ("pretrained", "", "checkpoint to initialise weights from"),
+    ("dataset", "imagefolder", ""),
+    ("data_dir", "", ""),
+    ("train_split", "train", ""),
+    ("val_split", "val", ""),
+    ("num_workers", 4, ""),
+    ("batch_size", 128, "per device"),
+    ("eval_batch_size", 0, "0 = batch_size"),
+    ("train_crop", "random_resized", "random_crop pads by crop_padding, then crops"),
+    ("crop_padding", 4, ""),
+    ("scale", [0.08, 1.0], ""),
+    ("ratio", [0.75, 1.3333333], ""),
+    ("hflip", 0.5, ""),
+    ("color_jitter", 0.0, ""),
+    ("auto_augment", "", 'e.g. "rand-m9-mstd0.5-inc1"'),
+    ("reprob", 0.0, "random erasing probability"),
+    ("mixup", 0.0, ""),
+    ("cutmix", 0.0, ""),
+    ("mixup_prob", 1.0, ""),
+    ("mixup_switch_prob", 0.5, ""),
+    ("interpolation", "bilinear", ""),
+    ("crop_pct", 0.875, ""),
+    ("mean", [0.485, 0.456, 0.406], ""),
+    ("std", [0.229, 0.224, 0.225], ""),
+    ("opt", "sgd", ""),
+    ("lr", 0.1, "for a global batch of lr_base_batch"),
+    ("lr_base_batch", 256, "lr scales linearly with the global batch; 0 = no scaling"),
+    ("momentum", 0.9, ""),
+    ("nesterov", False, ""),
+    ("betas", [0.9, 0.999], ""),
+    ("eps", 1.0e-8, ""),
+    ("weight_decay", 1.0e-4, ""),
+    ("epochs", 100, ""),
+    ("warmup_epochs", 5, ""),
+    ("warmup_lr", 1.0e-6, ""),
+    ("min_lr", 1.0e-5, ""),
+    ("label_smoothing", 0.1, ""),
+    ("clip_grad", 0.0, "global-norm clipping; 0 = off"),
+    ("ema_decay", 0.0, "0 = no EMA"),
+    ("amp_level", "O0", ""),
+    ("loss_scale_type", "dynamic", ""),
+    ("loss_scale", 65536.0, ""),
+    ("loss_scale_window", 2000, ""),
+    ("device_target", "CPU", "also selects the recipe's device section"),
+    ("mode", "graph", ""),
+    ("seed", 42, ""),
+    ("output_dir", "outputs/run", ""),
+    ("log_interval", 20, ""),
+    ("keep_checkpoints", 3, ""),
+    ("save_interval", 1, "epochs"),
+    ("eval_interval", 1, "epochs"),
+    ("steps_per_epoch", 0, "0 = the whole split; >0 truncates (smoke tests)"),
+    ("resume", "", 'checkpoint path or "auto"'),
+    ("distribute", False, ""),
+    ("checkpoint", "", "eval.py / export.py input"),
+    ("file_format", "MINDIR", "export format"),
+    ("export_batch_size", 1, ""),
+    ("file_name", "", "export output; empty = derived from the model name"),
+]
+DEFAULTS: Dict[str, Any] = {key: default for key, default, _ in _SCHEMA}
+_HELP: Dict[str, str] = {key: meaning for key, _, meaning in _SCHEMA}
+
+CHOICES: Dict[str, Tuple[str, ...]] = {
+    "dataset": ("imagefolder", "cifar10"),
+    "train_crop": ("random_resized", "random_crop", "none"),
+    "interpolation": ("bilinear", "bicubic"),
+    "opt": ("sgd", "adamw"),
+    "amp_level": ("O0", "O1", "O2", "O3"),
+    "loss_scale_type": ("dynamic", "fixed", "none"),
+    "device_target": ("CPU", "GPU", "Ascend"),
+    "mode": ("graph", "pynative"),
+    "file_format": ("MINDIR", "AIR", "ONNX"),
+}
+DEVICE_SECTIONS: Tuple[str, ...] = ("Ascend", "GPU", "CPU")
+# Keys whose default is None but whose set values have a type anyway.
+_OPTIONAL_TYPES: Dict[str, type] = {"drop_path_rate": float}
+_LIST_LENGTHS: Dict[str, int] = {"scale": 2, "ratio": 2, "betas": 2}
+_CLI = "the command line"
+
+
+class ConfigError(ValueError):
+    """A bad key, value or file in the configuration; the message says which and where from."""
+
+
+def _close(key: str, extra: Sequence[str] = ()) -> str:
+    close = difflib.get_close_matches(key, [*DEFAULTS, *extra], n=3)
+    return f"; did you mean {', '.join(close)}?" if close else ""
+
+
+def _unknown(key: str, source: str, extra: Sequence[str] = ()) -> ConfigError:
+    return ConfigError(f"unknown key {key!r} from {source}{_close(key, extra)} (--help lists all keys)")
+
+
+def _to_scalar(key: str, value: Any, kind: type, source: str) -> Any:
+    """``value`` as ``kind`` (bool, int, float or str), or ConfigError."""
+    bad = ConfigError(f"{key}: expected {kind.__name__}, got {value!r} from {source}")
+    if kind is bool:
+        if isinstance(value, bool):
+            return value
+        word = str(value).strip().lower()
+        if word in ("true", "yes", "1"):
+            return True
+        if word in ("false", "no", "0"):
+            return False
+        raise bad
+    if kind is str:
+        if value is None:
+            return ""
+        if isinstance(value, (str, int, float)) and not isinstance(value, bool):
+            return str(value)
+        raise bad
+    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+        raise bad
+    try:
+        # PyYAML reads "5e-4" (no dot) as a string, so numbers also come from strings.
+        number = float(value) if isinstance(value, str) else value
+    except ValueError:
+        raise bad from None
+    if kind is float:
+        return float(number)
+    if float(number).is_integer():
+        return int(number)
+    raise bad
+
+
+def _coerce(key: str, value: Any, source: str) -> Any:
+    """``value`` converted to the type of ``DEFAULTS[key]``; enumerations are matched case-insensitively."""
+    default = DEFAULTS[key]
+    if default is None:
+        kind = _OPTIONAL_TYPES.get(key)
+        return value if value is None or kind is None else _to_scalar(key, value, kind, source)
+    if isinstance(default, list):
+        if isinstance(value, str):  # --scale 0.08,1.0
+            value = [part.strip() for part in value.split(",") if part.strip()]
+        if not isinstance(value, (list, tuple)):
+            value = [value]
+        if not default:
+            return list(value)
+        return [_to_scalar(key, item, type(default[0]), source) for item in value]
+    if isinstance(default, dict):
+        if value is None:
+            return {}
+        if not isinstance(value, dict):
+            raise ConfigError(f"{key}: expected a mapping like {{layers: [1, 1, 1, 1]}}, got {value!r} from {source}")
+        return dict(value)
+    value = _to_scalar(key, value, type(default), source)
+    if key in CHOICES:
+        match = [c for c in CHOICES[key] if c.lower() == value.lower()]
+        if not match:
+            raise ConfigError(f"{key}: {value!r} from {source} is not one of {', '.join(CHOICES[key])}")
+        value = match[0]
+    return value
+
+
+def _validated(updates: Mapping[str, Any], source: str, extra: Sequence[str] = ()) -> Dict[str, Any]:
+    """``updates`` with every key checked and every value coerced; ``extra``: more names to suggest."""
+    for key in updates:
+        if key not in DEFAULTS:
+            raise _unknown(str(key), source, extra)
+    return {key: _coerce(key, value, source) for key, value in updates.items()}
+
+
+def _read_yaml(path: str) -> Dict[str, Any]:
+    if not os.path.isfile(path):
+        raise ConfigError(f"config file not found: {path}")
+    try:
+        with open(path, encoding="utf-8") as f:
+            data = yaml.safe_load(f)
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{path} is not valid YAML: {err}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: a recipe must be a mapping of keys to values, got {type(data).__name__}")
+    return data
+
+
+def _split_cli(argv: Sequence[str]) -> Dict[str, Any]:
+    """``--key value`` / ``--key=value`` / bare ``--flag`` pairs, in order; values still unparsed (str or None)."""
+    pairs: Dict[str, Any] = {}
+    i = 0
+    while i < len(argv):
+        token = argv[i]
+        if not token.startswith("--") or token == "--":
+            raise ConfigError(f"unexpected argument {token!r} on {_CLI}; flags look like --key value")
+        key, eq, value = token[2:].partition("=")
+        if not eq:
+            has_value = i + 1 < len(argv) and not argv[i + 1].startswith("--")
+            value = argv[i + 1] if has_value else None
+            i += has_value
+        pairs[key] = value
+        i += 1
+    return pairs
+
+
+def _parse_cli_value(key: str, raw: Optional[str]) -> Any:
+    default = DEFAULTS[key]
+    if raw is None:
+        if isinstance(default, bool):
+            return True
+        raise ConfigError(f"--{key} needs a value on {_CLI}")
+    if isinstance(default, str):
+        return raw  # keep "007" or "1e3" as typed instead of a YAML number
+    try:
+        return yaml.safe_load(raw)
+    except yaml.YAMLError:
+        raise ConfigError(f"{key}: cannot parse {raw!r} from {_CLI}") from None
+
+
+def _check(values: Dict[str, Any], required: Sequence[str]) -> None:
+    for key, length in _LIST_LENGTHS.items():
+        if len(values[key]) != length:
+            raise ConfigError(f"{key}: expected {length} numbers, got {values[key]}")
+    for key in ("mean", "std"):
+        if len(values[key]) != values["in_chans"]:
+            raise ConfigError(f"{key}: expected in_chans={values['in_chans']} numbers, got {values[key]}")
+    for key in required:
+        if key not in DEFAULTS:
+            raise _unknown(key, "the required keys")
+        if values[key] is None or values[key] in ("", [], {}):
+            raise ConfigError(f"--{key} is required (on {_CLI} or in the recipe)")
+
+
+def _format(value: Any) -> str:
+    return yaml.safe_dump(value, default_flow_style=True, width=1000).replace("\n...\n", "").strip()
+
+
+def _usage(required: Sequence[str]) -> str:
+    lines = [
+        f"usage: {os.path.basename(sys.argv[0]) or 'python'} [--config RECIPE.yaml] [--key value | --key=value ...]",
+        "",
+        "Precedence: defaults < the recipe < its Ascend:/GPU:/CPU: section matching device_target < command line.",
+        'Values are YAML: --scale 0.08,1.0  --model_kwargs "{layers: [1, 1, 1, 1]}"  --distribute (bool: true)',
+        "",
+        "keys (default):",
+    ]
+    for key, default in DEFAULTS.items():
+        notes = [_HELP[key]] if _HELP[key] else []
+        if key in CHOICES:
+            notes.append("one of " + " | ".join(CHOICES[key]))
+        if key in required:
+            notes.append("required")
+        lines.append(f"  --{key:<19} {_format(default):<22} {'; '.join(notes)}".rstrip())
+    return "\n".join(lines) + "\n"
+
+
+class Config:
+    """The resolved configuration: ``cfg.lr``, ``cfg.to_dict()``; setting a key re-validates its value.
+
+    Args:
+        values: a complete mapping of every key in :data:`DEFAULTS` (as :func:`parse_config` builds it).
+    """
+
+    def __init__(self, values: Mapping[str, Any]) -> None:
+        missing = set(DEFAULTS) - set(values)
+        extra = set(values) - set(DEFAULTS)
+        if missing or extra:
+            raise ConfigError(f"Config needs the DEFAULTS keys; missing {sorted(missing)}, extra {sorted(extra)}")
+        self.__dict__["_values"] = copy.deepcopy(dict(values))
+
+    def __getattr__(self, name: str) -> Any:
+        # dunder and private look-ups (copy, pickle) must fail plainly, before _values exists
+        if name.startswith("_"):
+            raise AttributeError(name)
+        if name not in self._values:
+            raise AttributeError(f"Config has no key {name!r}{_close(name)}")
+        return self._values[name]
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if name not in DEFAULTS:
+            raise AttributeError(f"Config has no key {name!r}{_close(name)}")
+        self._values[name] = _coerce(name, value, "attribute assignment")
+
+    def __copy__(self) -> Config:
+        # a copy owns its values: setting a key on it must not change the original
+        return Config(self._values)
+
+    def __deepcopy__(self, memo: Dict[int, Any]) -> Config:
+        return Config(self._values)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Config) and self._values == other._values
+
+    def __repr__(self) -> str:
+        return f"Config({self._values!r})"
+
+    def to_dict(self) -> Dict[str, Any]:
+        """A deep copy of all keys and values, in schema order."""
+        return copy.deepcopy(self._values)
+
+
+def parse_config(argv: Optional[Sequence[str]] = None, required: Sequence[str] = ()) -> Config:
+    """Resolve the configuration from defaults, ``--config RECIPE.yaml``, its device section and the command line.
+
+    Args:
+        argv: command-line arguments without the program name; ``None`` reads ``sys.argv[1:]``.
+        required: keys that must end up non-empty (e.g. ``("data_dir",)`` for training).
+    """
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if "-h" in argv or "--help" in argv:
+        sys.stdout.write(_usage(required))
+        raise SystemExit(0)
+    cli = _split_cli(argv)
+    if "config" in cli and not cli["config"]:
+        raise ConfigError(f"--config needs a recipe path on {_CLI}")
+    recipe_path = cli.pop("config", None)
+    for key in cli:
+        if key not in DEFAULTS:
+            raise _unknown(key, _CLI)
+    cli = _validated({key: _parse_cli_value(key, raw) for key, raw in cli.items()}, _CLI)
+
+    values = copy.deepcopy(DEFAULTS)
+    sections: Dict[str, Dict[str, Any]] = {}
+    if recipe_path is not None:
+        recipe = _read_yaml(recipe_path)
+        raw_sections = {name: recipe.pop(name) for name in DEVICE_SECTIONS if name in recipe}
+        values.update(_validated(recipe, recipe_path, DEVICE_SECTIONS))
+        # every section is checked, not only the active one, so a CPU run catches a broken Ascend section
+        for name, section in raw_sections.items():
+            where = f"{recipe_path} (section {name})"
+            if not isinstance(section, dict):
+                raise ConfigError(f"{where}: a device section must be a mapping, got {section!r}")
+            if "device_target" in section:
+                raise ConfigError(f"{where}: device_target cannot be set inside a device section")
+            sections[name] = _validated(section, where)
+    values.update(sections.get(cli.get("device_target", values["device_target"]), {}))
+    values.update(cli)
+    _check(values, required)
+    return Config(values)
+
+
+def save_config(cfg: Config, path: str) -> None:
+    """Write the resolved configuration as a flat YAML recipe, atomically (temporary file, then rename).
+
+    Args:
+        cfg: configuration to save.
+        path: destination file; its folder is created if needed.
+    """
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    text = "# resolved configuration (src/config.py); rerun with --config this_file\n"
+    text += yaml.safe_dump(cfg.to_dict(), sort_keys=False, default_flow_style=None, width=1000)
+    fd, tmp = tempfile.mkstemp(prefix=".config-", suffix=".yaml.tmp", dir=folder)
+    try:
+        os.chmod(tmp, 0o644)  # mkstemp's 0600 would hide the record from other users of the run folder
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+
+
+def load_config(path: str) -> Config:
+    """Read a configuration saved by :func:`save_config` (or any recipe) on top of the defaults.
+
+    Args:
+        path: YAML file.
+    """
+    return parse_config(["--config", path])
