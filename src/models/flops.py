@@ -18,10 +18,12 @@ from typing import Callable, Dict, Tuple
 
 from mindspore import nn
 
+from .acmix_pvt import PVTBlock, PyramidVisionTransformerACmix
 from .acmix_resnet import ACmixResNet, Bottleneck
 from .acmix_swin import BasicLayer, PatchMerging, SwinTransformerACmix, SwinTransformerBlock
 from .layers import ACmix
 from .layers.common import DropPath, Mlp, PatchEmbed
+from .layers.global_attention import GlobalAttentionACmix
 from .layers.window_attention import WindowAttentionACmix
 
 __all__ = ["count_macs", "count_params"]
@@ -194,3 +196,52 @@ def _swin(cell: SwinTransformerACmix, shape: Shape):
     m, (b, _, c) = _seq(cell.layers, shape)
     m2, out = _macs(cell.head, (b, c))
     return macs + m + m2, out
+
+
+# --- PVT ---
+
+
+def _pvt_attention(cell: GlobalAttentionACmix, b: int, n: int, h: int, w: int) -> int:
+    c, nh, hd = cell.dim, cell.num_heads, cell.head_dim
+    macs = _macs(cell.q, (b, n, c))[0] + _macs(cell.proj, (b, n, c))[0]
+    nr = n  # with sr_ratio 1 the class token is a key too
+    if cell.sr_ratio > 1:
+        m, (_, _, hr, wr) = _macs(cell.sr, (b, c, h, w))
+        macs, nr = macs + m, hr * wr
+    macs += _macs(cell.kv, (b, nr, c))[0]
+    macs += 2 * b * n * nr * c  # logits against every reduced key and the weighted sum, all heads
+    taps = cell.fc.out_channels
+    # convolution path on every token: the H x W map plus each class token as a 1x1 map (full kernels counted,
+    # as for any zero-padded convolution); the nearest upsampling of k and v costs no multiply-adds
+    macs += b * n * (3 * nh * taps * hd + c * taps * taps)  # fc, dep_conv
+    return macs
+
+
+@_rule(GlobalAttentionACmix)
+def _global_attention(cell: GlobalAttentionACmix, shape: Shape):
+    # shape (B, H, W, C): the H*W tokens of a map (the model's rule adds the class token)
+    b, h, w, _ = shape
+    return _pvt_attention(cell, b, h * w, h, w), shape
+
+
+def _pvt_block(cell: PVTBlock, b: int, n: int, h: int, w: int) -> int:
+    return _pvt_attention(cell.attn, b, n, h, w) + _macs(cell.mlp, (b, n, cell.attn.dim))[0]
+
+
+@_rule(PVTBlock)
+def _pvt_block_rule(cell: PVTBlock, shape: Shape):
+    b, h, w, c = shape
+    return _pvt_block(cell, b, h * w, h, w), (b, h * w, c)
+
+
+@_rule(PyramidVisionTransformerACmix)
+def _pvt_model(cell: PyramidVisionTransformerACmix, shape: Shape):
+    macs = 0
+    for i, (embed, _, blocks) in enumerate(cell.stages):
+        m, (b, tokens, c) = _macs(embed, shape)
+        h, w = cell.resolutions[i]
+        tokens += 1 if i == cell.num_stages - 1 else 0  # the class token
+        macs += m + sum(_pvt_block(blk, b, tokens, h, w) for blk in blocks)
+        shape = (b, c, h, w)
+    m, out = _macs(cell.head, (shape[0], shape[1]))
+    return macs + m, out

@@ -1,0 +1,318 @@
+"""ACmix-PVT: PVT v1 whose attention is :class:`GlobalAttentionACmix` (ACmix paper section 4.5, eq. 19).
+
+Host: the PVT v1 classifier (github whai362/PVT, ``classification/pvt.py``), checked
+against that code: four stages, each a strided-convolution patch embedding (4, then 2,
+2, 2) with a LayerNorm (eps 1e-5), position embeddings, dropout and transformer blocks
+(pre-norm, LayerNorm eps 1e-6, exact GELU MLP); embed dims [64, 128, 320, 512], heads
+[1, 2, 5, 8], MLP ratios [8, 8, 4, 4], sr ratios [8, 4, 2, 1], qkv bias on; depths
+[2, 2, 2, 2] (tiny) and [3, 4, 6, 3] (small); a class token joins the last stage and
+alone feeds the final LayerNorm and the head; stochastic depth 0.1 (its configs).
+Parameter names are PVT's (``patch_embed1.proj``, ``block1.0.attn.q``, ``...attn.kv``,
+``...attn.sr``, ``...attn.norm``, ``cls_token``, ``head``), so a PVT checkpoint
+initialises everything but the ACmix additions (``fc``, ``dep_conv``, ``rate1/2``).
+
+ACmix in each block (details in :mod:`src.models.layers.global_attention`):
+
+* Stage I is PVT's projections, computed once: ``q`` on every token, ``k, v`` from
+  ``kv(norm(sr(x)))`` on the map reduced sr-fold.
+* The attention path is PVT's global spatial-reduction attention, then ``proj``.
+* The convolution path reads the same q, k, v: q at full resolution, k and v brought
+  back to H x W by parameter-free nearest upsampling (stage 4, sr 1: exactly the core
+  cell), through ``fc`` and the shift-initialised ``dep_conv``.  The class token is a
+  1x1 map of its own (centre taps only).
+* Output ``rate1 * proj(att) + rate2 * conv``: ``proj`` on the attention path only, as
+  in the official Swin variant.
+
+Counted by :mod:`src.models.flops` (1000 classes, 224x224; paper: 13M / 2.0G tiny,
+25M / 3.9G small; the same counter gives plain PVT-T 13,229,288 / 1.933G and PVT-S
+24,485,864 / 3.816G, PVT's own 13.2M / 1.9G and 24.5M / 3.8G):
+
+=========================================  ======================  ======================
+design                                     tiny params / GMACs     small params / GMACs
+=========================================  ======================  ======================
+**A, no position embeddings (default)**    13,006,752 / 2.017      24,435,379 / 3.973
+                                           (+0.05% / +0.85%)       (-2.26% / +1.87%)
+A with PVT's position embeddings           13,396,128 / 2.017      24,824,755 / 3.973
+(``pos_embed=True``)                       (+3.05% / +0.85%)       (-0.70% / +1.87%)
+B: kv at full resolution, one sr conv      15,266,976 / 2.267      29,125,235 / 4.536
+each for k and v (+LN)                     (+17.4% / +13.4%)       (+16.5% / +16.3%)
+C: kv at full resolution, sr x sr          11,525,280 / 2.085      20,524,275 / 4.116
+average pooling of k and v (no sr conv)    (-11.3% / +4.2%)        (-17.9% / +5.5%)
+=========================================  ======================  ======================
+
+(B and C, with position embeddings, were counted by adding and removing their terms
+from A's; they are not built.)  A keeps every PVT projection and adds only ``fc``,
+``dep_conv`` and the rates (+166,840 parameters and +0.084G on tiny, +338,891 and +0.157G
+on small); B and C would give the convolution path "true" full-resolution keys and
+values, at the cost of the figures above and, for C, of PVT's reduction convolution.
+
+Deviations from the host:
+
+* No absolute position embeddings by default.  PVT's four embeddings hold 389,376
+  parameters; with them ACmix-PVT-T is 13.40M, 3.05% over the paper's 13M (less than
+  PVT-T's 13.2M, so the paper's model must drop something), without them 13.01M.  The
+  evidence is not one-sided: the paper rounds to whole millions, and 13.40M / 24.82M
+  (with) round to its 13M / 25M while 13.01M / 24.44M (without) round to 13M / 24M;
+  but the paper's figures run 1-5% above the official code for ACmix-ResNet and
+  -Swin (e.g. 30M for Swin-T's 28.6M), which fits 24.44M -> "25M".  Without them both
+  models are within 3% of the paper, and the zero-padded convolutions of the ACmix path
+  give the network positional information, the argument with which PVT v2 and CPVT
+  drop absolute embeddings.  ``pos_embed=True`` restores them (trunc normal, std .02).
+* A stage whose map is smaller than its sr ratio uses the map size (e.g. 4x4 with sr 8
+  reduces to one key), where PVT's reduction convolution would fail.
+* The model is built for one input size (``img_size``); PVT interpolates its position
+  embeddings for other sizes, here another size is a clear error.
+* Two DropPath cells per block instead of one called twice (MindSpore 2.8 repeats a
+  dropout cell's mask within a graph).
+* Initialisation is PVT v1's: truncated normal (std .02) for Linear weights, zero
+  biases, LayerNorms 1/0, convolutions at the framework default (PyTorch's and
+  MindSpore's are the same rule; the fan-out normal init is PVT v2's, not v1's);
+  ``dep_conv`` keeps its shift kernels and the rates start at 0.5.
+"""
+
+from __future__ import annotations
+
+from typing import Optional, Sequence, Tuple
+
+import numpy as np
+from mindspore import Parameter, Tensor, nn, ops
+from mindspore.common.initializer import TruncatedNormal, initializer
+
+from .layers.common import DropPath, Mlp, PatchEmbed, layer_norm
+from .layers.global_attention import GlobalAttentionACmix
+from .registry import register_model
+
+__all__ = ["PVTBlock", "PyramidVisionTransformerACmix", "acmix_pvt_tiny", "acmix_pvt_small"]
+
+_EPS = 1e-6  # PVT's blocks and final norm; its patch embeddings and sr norms keep 1e-5
+
+
+class PVTBlock(nn.Cell):
+    """PVT block: LN -> ACmix global attention -> residual; LN -> MLP -> residual.  Call as ``blk(x, H, W)``.
+
+    Args:
+        dim: channels.
+        num_heads: attention heads.
+        mlp_ratio: MLP hidden width / dim.
+        qkv_bias: bias of the q and kv projections.
+        qk_scale: override of the attention scale.
+        drop: dropout rate.
+        attn_drop: attention dropout rate.
+        drop_path: stochastic depth rate.
+        sr_ratio: spatial reduction of keys and values.
+        kernel_conv: kernel size of the convolution path.
+        group_conv_impl: grouped-convolution implementation of the convolution path.
+    """
+
+    def __init__(
+        self,
+        dim: int,
+        num_heads: int,
+        mlp_ratio: float = 4.0,
+        qkv_bias: bool = False,
+        qk_scale: Optional[float] = None,
+        drop: float = 0.0,
+        attn_drop: float = 0.0,
+        drop_path: float = 0.0,
+        sr_ratio: int = 1,
+        kernel_conv: int = 3,
+        group_conv_impl: str = "auto",
+    ) -> None:
+        super().__init__()
+        self.norm1 = layer_norm(dim, _EPS)
+        self.attn = GlobalAttentionACmix(
+            dim, num_heads, qkv_bias, qk_scale, attn_drop, drop, sr_ratio, kernel_conv, group_conv_impl
+        )
+        # one cell per branch: a dropout cell called twice in a graph repeats its mask (MindSpore 2.8, fixed seed)
+        self.drop_path1 = DropPath(drop_path) if drop_path > 0.0 else nn.Identity()
+        self.drop_path2 = DropPath(drop_path) if drop_path > 0.0 else nn.Identity()
+        self.norm2 = layer_norm(dim, _EPS)
+        self.mlp = Mlp(dim, int(dim * mlp_ratio), drop=drop)
+
+    def construct(self, x: Tensor, h: int, w: int) -> Tensor:
+        x = x + self.drop_path1(self.attn(self.norm1(x), h, w))
+        return x + self.drop_path2(self.mlp(self.norm2(x)))
+
+
+def _per_stage(name: str, values, n: int) -> tuple:
+    values = tuple(values)
+    if len(values) != n:
+        raise ValueError(f"PyramidVisionTransformerACmix: {name} needs {n} entries (one per stage), got {values}")
+    return values
+
+
+class PyramidVisionTransformerACmix(nn.Cell):
+    """ACmix-PVT classifier.  Built for one input size (its position embeddings and sr ratios depend on it).
+
+    Args:
+        img_size: input height and width.
+        patch_size: patch size of the first stage (later stages: 2).
+        in_chans: image channels.
+        num_classes: classifier outputs.
+        embed_dims: width per stage.
+        num_heads: heads per stage.
+        mlp_ratios: MLP ratio per stage.
+        depths: blocks per stage.
+        sr_ratios: spatial reduction per stage; a stage whose map is smaller uses its map size.
+        qkv_bias: bias of the q and kv projections.
+        qk_scale: override of the attention scale.
+        drop_rate: dropout rate.
+        attn_drop_rate: attention dropout rate.
+        drop_path_rate: stochastic depth rate of the last block (linear from 0).
+        kernel_conv: kernel size of the convolution path.
+        group_conv_impl: grouped-convolution implementation of the convolution path.
+        pos_embed: add PVT's learned absolute position embeddings to each stage's tokens.
+    """
+
+    def __init__(
+        self,
+        img_size: int = 224,
+        patch_size: int = 4,
+        in_chans: int = 3,
+        num_classes: int = 1000,
+        embed_dims: Sequence[int] = (64, 128, 320, 512),
+        num_heads: Sequence[int] = (1, 2, 5, 8),
+        mlp_ratios: Sequence[float] = (8, 8, 4, 4),
+        depths: Sequence[int] = (2, 2, 2, 2),
+        sr_ratios: Sequence[int] = (8, 4, 2, 1),
+        qkv_bias: bool = True,
+        qk_scale: Optional[float] = None,
+        drop_rate: float = 0.0,
+        attn_drop_rate: float = 0.0,
+        drop_path_rate: float = 0.1,
+        kernel_conv: int = 3,
+        group_conv_impl: str = "auto",
+        pos_embed: bool = False,
+    ) -> None:
+        super().__init__()
+        depths = tuple(int(d) for d in depths)
+        n = len(depths)
+        if n < 1:
+            raise ValueError("PyramidVisionTransformerACmix: depths must name at least one stage")
+        embed_dims = tuple(int(d) for d in _per_stage("embed_dims", embed_dims, n))
+        num_heads = tuple(int(h) for h in _per_stage("num_heads", num_heads, n))
+        mlp_ratios = tuple(float(r) for r in _per_stage("mlp_ratios", mlp_ratios, n))
+        sr_ratios = tuple(int(r) for r in _per_stage("sr_ratios", sr_ratios, n))
+        if num_classes < 1:
+            raise ValueError(f"PyramidVisionTransformerACmix: num_classes must be >= 1, got {num_classes}")
+        self.num_classes = num_classes
+        self.num_stages = n
+        self.embed_dims = embed_dims
+        self.use_pos_embed = pos_embed
+
+        dpr = [float(r) for r in np.linspace(0, drop_path_rate, sum(depths))]
+        res: Tuple[int, int] = (img_size, img_size) if isinstance(img_size, int) else tuple(img_size)
+        resolutions, srs, stages, pos = [], [], [], []
+        for i in range(n):
+            cin = in_chans if i == 0 else embed_dims[i - 1]
+            embed = PatchEmbed(res, patch_size if i == 0 else 2, cin, embed_dims[i])
+            res = embed.patches_resolution
+            # PVT's sr convolution needs a map at least sr_ratio wide: small inputs reduce to one key instead
+            sr = max(1, min(sr_ratios[i], res[0], res[1]))
+            blocks = nn.CellList(
+                [
+                    PVTBlock(
+                        embed_dims[i],
+                        num_heads[i],
+                        mlp_ratios[i],
+                        qkv_bias,
+                        qk_scale,
+                        drop_rate,
+                        attn_drop_rate,
+                        dpr[sum(depths[:i]) + j],
+                        sr,
+                        kernel_conv,
+                        group_conv_impl,
+                    )  # fmt: skip
+                    for j in range(depths[i])
+                ]
+            )
+            tokens = embed.num_patches + (1 if i == n - 1 else 0)  # the class token joins the last stage
+            pe = None
+            if pos_embed:
+                pe = Parameter(initializer(TruncatedNormal(0.02), (1, tokens, embed_dims[i])), name=f"pos_embed{i + 1}")
+            setattr(self, f"patch_embed{i + 1}", embed)
+            setattr(self, f"pos_embed{i + 1}", pe)
+            setattr(self, f"pos_drop{i + 1}", nn.Dropout(p=drop_rate))
+            setattr(self, f"block{i + 1}", blocks)
+            stages.append((embed, getattr(self, f"pos_drop{i + 1}"), blocks))
+            pos.append(pe)
+            resolutions.append(res)
+            srs.append(sr)
+        # (patch embed, dropout, blocks) per stage, for the unrolled loop; parameters stay named as in PVT
+        self.stages = tuple(stages)
+        self._pos_embeds = tuple(pos)
+        self.resolutions = tuple(resolutions)
+        self.sr_ratios = tuple(srs)
+        self.norm = layer_norm(embed_dims[-1], _EPS)
+        self.cls_token = Parameter(initializer(TruncatedNormal(0.02), (1, 1, embed_dims[-1])), name="cls_token")
+        self.head = nn.Dense(embed_dims[-1], num_classes)
+        self._init_weights()
+
+    def _init_weights(self) -> None:
+        # PVT v1: truncated normal (std .02) on Linear weights, zero Linear biases, LayerNorms 1/0; its
+        # convolutions keep the framework default, as MindSpore's nn.Conv2d (dep_conv keeps its shift kernels)
+        for _, cell in self.cells_and_names():
+            if isinstance(cell, nn.Dense):
+                cell.weight.set_data(initializer(TruncatedNormal(0.02), cell.weight.shape, cell.weight.dtype))
+                if cell.bias is not None:
+                    cell.bias.set_data(initializer("zeros", cell.bias.shape, cell.bias.dtype))
+
+    def forward_features(self, x: Tensor) -> Tensor:
+        """Class-token features after the final norm, (B, embed_dims[-1])."""
+        b = x.shape[0]
+        last = self.num_stages - 1
+        for i in range(self.num_stages):
+            embed, drop, blocks = self.stages[i]
+            h, w = self.resolutions[i]
+            x = embed(x)  # (B, H*W, C)
+            c = x.shape[2]
+            if i == last:
+                x = ops.concat([ops.broadcast_to(self.cls_token.astype(x.dtype), (b, 1, c)), x], 1)
+            if self.use_pos_embed:
+                x = x + self._pos_embeds[i].astype(x.dtype)
+            x = drop(x)
+            for blk in blocks:
+                x = blk(x, h, w)
+            if i != last:
+                x = x.reshape(b, h, w, c).transpose(0, 3, 1, 2)
+        x = self.norm(x)
+        return ops.slice(x, (0, 0, 0), (b, 1, x.shape[2])).reshape(b, x.shape[2])
+
+    def construct(self, x: Tensor) -> Tensor:
+        return self.head(self.forward_features(x))
+
+
+def _pvt(depths: Sequence[int], kwargs: dict) -> PyramidVisionTransformerACmix:
+    cfg = {
+        "patch_size": 4,
+        "embed_dims": (64, 128, 320, 512),
+        "num_heads": (1, 2, 5, 8),
+        "mlp_ratios": (8, 8, 4, 4),
+        "sr_ratios": (8, 4, 2, 1),
+        "qkv_bias": True,
+        "depths": depths,
+        "drop_path_rate": 0.1,
+    }
+    cfg.update(kwargs)
+    return PyramidVisionTransformerACmix(**cfg)
+
+
+@register_model
+def acmix_pvt_tiny(**kwargs) -> PyramidVisionTransformerACmix:
+    """ACmix-PVT-T: dims [64, 128, 320, 512], heads [1, 2, 5, 8], depths [2, 2, 2, 2], sr [8, 4, 2, 1].
+
+    Args:
+        **kwargs: ``num_classes`` and overrides of the :class:`PyramidVisionTransformerACmix` keywords.
+    """
+    return _pvt((2, 2, 2, 2), kwargs)
+
+
+@register_model
+def acmix_pvt_small(**kwargs) -> PyramidVisionTransformerACmix:
+    """ACmix-PVT-S: dims [64, 128, 320, 512], heads [1, 2, 5, 8], depths [3, 4, 6, 3], sr [8, 4, 2, 1].
+
+    Args:
+        **kwargs: ``num_classes`` and overrides of the :class:`PyramidVisionTransformerACmix` keywords.
+    """
+    return _pvt((3, 4, 6, 3), kwargs)
