@@ -84,6 +84,7 @@ class WindowAttentionACmix(nn.Cell):
         attn_drop: dropout on the attention weights.
         proj_drop: dropout on the mixed output.
         group_conv_impl: how the convolution path's grouped convolution is computed (see :class:`ACmix`).
+        kernel_conv: kernel of the convolution path (odd; the official module fixes it at 3).
     """
 
     def __init__(
@@ -96,8 +97,11 @@ class WindowAttentionACmix(nn.Cell):
         attn_drop: float = 0.0,
         proj_drop: float = 0.0,
         group_conv_impl: str = "auto",
+        kernel_conv: int = 3,
     ) -> None:
         super().__init__()
+        if kernel_conv < 1 or kernel_conv % 2 == 0:
+            raise ValueError(f"WindowAttentionACmix: kernel_conv must be odd, got {kernel_conv}")
         self.group_conv_impl = resolve_group_conv_impl(group_conv_impl)
         ws = tuple(window_size) if isinstance(window_size, (list, tuple)) else (int(window_size),) * 2
         if ws[0] != ws[1] or ws[0] < 1:
@@ -118,16 +122,17 @@ class WindowAttentionACmix(nn.Cell):
         self.attn_drop = nn.Dropout(p=attn_drop)
         self.proj = nn.Dense(dim, dim)
         self.proj_drop = nn.Dropout(p=proj_drop)
-        self.fc = nn.Conv2d(3 * num_heads, 9, 1, has_bias=True)
+        taps = kernel_conv * kernel_conv
+        self.fc = nn.Conv2d(3 * num_heads, taps, 1, has_bias=True)
         self.dep_conv = nn.Conv2d(
-            9 * self.head_dim,
+            taps * self.head_dim,
             dim,
-            3,
+            kernel_conv,
             pad_mode="pad",
-            padding=1,
+            padding=kernel_conv // 2,
             group=self.head_dim,
             has_bias=False,
-            weight_init=Tensor(shift_kernel(dim, 3)),
+            weight_init=Tensor(shift_kernel(dim, kernel_conv)),
         )
         self.rate1 = Parameter(Tensor(np.full((1,), 0.5, np.float32)), name="rate1")
         self.rate2 = Parameter(Tensor(np.full((1,), 0.5, np.float32)), name="rate2")

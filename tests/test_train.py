@@ -1,0 +1,210 @@
+"""train.py / eval.py end to end on a tiny ImageFolder: learning, exact resume, checkpoints, bad inputs."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from tests.conftest import ROOT
+
+TINY = [
+    "--model", "acmix_resnet26", "--model_kwargs", "{layers: [1, 1, 1, 1]}", "--num_classes", "2",
+    "--img_size", "16", "--batch_size", "4", "--num_workers", "1", "--train_crop", "none", "--hflip", "0",
+    "--crop_pct", "1.0", "--opt", "adamw", "--lr", "2e-3", "--lr_base_batch", "0", "--weight_decay", "0.01",
+    "--warmup_epochs", "0", "--log_interval", "1", "--label_smoothing", "0.0", "--seed", "7",
+]  # fmt: skip
+
+
+def _stripes(vertical: bool, phase: int, size: int = 16) -> np.ndarray:
+    img = np.zeros((size, size, 3), np.uint8)
+    idx = (np.arange(size) + phase) % 4 < 2
+    if vertical:
+        img[:, idx] = 230
+    else:
+        img[idx, :] = 230
+    return img
+
+
+@pytest.fixture(scope="module")
+def stripes(tmp_path_factory) -> str:
+    """Two classes (horizontal / vertical stripes at 4 phases, with noise): 16 training and 8 validation images."""
+    root = tmp_path_factory.mktemp("stripes")
+    rng = np.random.default_rng(0)
+    for split, per_class in (("train", 8), ("val", 4)):
+        for label, vertical in (("horizontal", False), ("vertical", True)):
+            folder = root / split / label
+            folder.mkdir(parents=True)
+            for i in range(per_class):
+                img = _stripes(vertical, i % 4).astype(np.int16) + rng.integers(0, 25, (16, 16, 3))
+                Image.fromarray(np.clip(img, 0, 255).astype(np.uint8)).save(folder / f"{i}.png")
+    return str(root)
+
+
+def _cfg(data_dir: str, out: str, *extra: str):
+    from src.config import parse_config
+
+    return parse_config([*TINY, "--data_dir", data_dir, "--output_dir", out, *extra])
+
+
+def _weights(path: str):
+    from src.checkpoint import read_checkpoint
+
+    params, meta = read_checkpoint(path)
+    return {k: v.asnumpy() for k, v in params.items()}, meta
+
+
+def _train_losses(out: str):
+    from src.logging_utils import MetricsLog
+
+    return [r["loss"] for r in MetricsLog.read(os.path.join(out, "metrics.jsonl")) if r["kind"] == "train"]
+
+
+@pytest.mark.slow
+def test_training_resume_and_eval(stripes, tmp_path):
+    """Loss goes down; resuming from the epoch-1 checkpoint reproduces epoch 2 exactly; eval.py agrees."""
+    from src.evaluator import run_eval
+    from src.trainer import train
+
+    full, resumed_dir = str(tmp_path / "full"), str(tmp_path / "resumed")
+    result = train(_cfg(stripes, full, "--epochs", "2", "--keep_checkpoints", "2"))
+    losses = _train_losses(full)
+    assert len(losses) == 8 and np.mean(losses[4:]) < np.mean(losses[:4]), losses
+    for name in ("config.yaml", "train.log", "curves.png", "acmix_resnet26_best.ckpt", "acmix_resnet26_epoch1.ckpt"):
+        assert os.path.isfile(os.path.join(full, name)), name
+
+    # resume from the epoch-1 checkpoint in a fresh folder: epoch 2 must be the uninterrupted run's epoch 2
+    epoch1 = os.path.join(full, "acmix_resnet26_epoch1.ckpt")
+    resumed = train(_cfg(stripes, resumed_dir, "--epochs", "2", "--resume", epoch1))
+    w_full, meta_full = _weights(os.path.join(full, "acmix_resnet26_epoch2.ckpt"))
+    w_res, meta_res = _weights(os.path.join(resumed_dir, "acmix_resnet26_epoch2.ckpt"))
+    assert meta_full["global_step"] == meta_res["global_step"] == 8
+    assert set(w_full) == set(w_res)
+    assert any(k.startswith(("moments.", "adam_m.")) for k in w_full)  # the optimizer state is in the checkpoint
+    for k in w_full:
+        np.testing.assert_allclose(w_res[k], w_full[k], atol=1e-5, rtol=0, err_msg=k)
+    np.testing.assert_allclose(_train_losses(resumed_dir), losses[4:], atol=1e-5)
+    assert resumed["top1"] == pytest.approx(result["top1"])
+
+    # eval.py on the saved checkpoint reports the last validation of training
+    ckpt = os.path.join(full, "acmix_resnet26_epoch2.ckpt")
+    evaluated = run_eval(_cfg(stripes, str(tmp_path / "eval"), "--checkpoint", ckpt))
+    assert evaluated["top1"] == pytest.approx(result["top1"])
+    assert evaluated["num_images"] == 8
+    with open(tmp_path / "eval" / "eval.json", encoding="utf-8") as f:
+        assert json.load(f)["top1"] == pytest.approx(result["top1"])
+
+
+def test_checkpoint_write_is_atomic(tmp_path, monkeypatch):
+    """A write that dies half-way leaves the previous checkpoint and no file under a checkpoint name."""
+    import mindspore as ms
+    from mindspore import Parameter, Tensor
+
+    from src import checkpoint
+
+    params = {"w": Parameter(Tensor(np.ones((2, 2), np.float32)), name="w")}
+    path = str(tmp_path / "m_epoch1.ckpt")
+    checkpoint.save_checkpoint(params, path, {"epoch": 1, "global_step": 3})
+
+    def dying_save(entries, file, append_dict=None):
+        with open(file, "wb") as f:
+            f.write(b"truncated")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(ms, "save_checkpoint", dying_save)
+    params["w"].set_data(Tensor(np.zeros((2, 2), np.float32)))
+    with pytest.raises(KeyboardInterrupt):
+        checkpoint.save_checkpoint(params, str(tmp_path / "m_epoch2.ckpt"), {"epoch": 2, "global_step": 6})
+    monkeypatch.undo()
+    assert checkpoint.latest_checkpoint(str(tmp_path), "m") == path
+    loaded, meta = checkpoint.read_checkpoint(path)
+    assert meta["epoch"] == 1 and np.all(loaded["w"].asnumpy() == 1)
+
+
+def test_rotation_keeps_newest(tmp_path):
+    from src.checkpoint import latest_checkpoint, rotate_checkpoints
+
+    for e in (1, 2, 3, 10):
+        (tmp_path / f"m_epoch{e}.ckpt").write_bytes(b"x")
+    removed = rotate_checkpoints(str(tmp_path), "m", 2)
+    assert sorted(os.path.basename(p) for p in removed) == ["m_epoch1.ckpt", "m_epoch2.ckpt"]
+    assert latest_checkpoint(str(tmp_path), "m").endswith("m_epoch10.ckpt")
+
+
+def test_lr_schedule_and_decay_groups():
+    from mindspore import nn
+
+    from src.optim import param_groups, scaled_lr, warmup_cosine_lr
+
+    lrs = warmup_cosine_lr(0.1, 0.001, 0.0, epochs=4, warmup_epochs=1, steps_per_epoch=5)
+    assert len(lrs) == 20 and lrs[0] == 0.0 and lrs[5] == pytest.approx(0.1) and lrs[-1] > 0.001
+    assert np.all(np.diff(lrs[:6]) > 0) and np.all(np.diff(lrs[5:]) < 0)
+    assert scaled_lr(5e-4, 1024, 512) == pytest.approx(1e-3) and scaled_lr(0.1, 64, 0) == 0.1
+
+    from src.models import create_model
+
+    net = create_model("acmix_swin_tiny", num_classes=3, img_size=32, patch_size=2, window_size=4, depths=(1, 1, 1, 1))
+    decay, no_decay = param_groups(net.trainable_params(), 0.05)
+    names = {p.name for p in no_decay["params"]} if isinstance(no_decay, dict) else set()
+    assert all(len(p.shape) >= 2 for p in decay["params"])
+    assert any("relative_position_bias_table" in n for n in names)
+    assert any(n.endswith("rate1") for n in names) and any(n.endswith("gamma") for n in names)
+    assert not any("relative_position_bias_table" in p.name for p in decay["params"])
+    assert isinstance(net, nn.Cell)
+
+
+def _main(script: str, *args: str) -> subprocess.CompletedProcess:
+    env = dict(os.environ, GLOG_v="3")
+    return subprocess.run([sys.executable, script, *args], cwd=ROOT, env=env, capture_output=True, text=True)
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--data_dir", "/nonexistent/data"], "/nonexistent/data"),
+        (["--num_classes", "5"], "5"),
+        (["--lrr", "0.1"], "lr"),
+        (["--epochs", "abc"], "epochs"),
+    ],
+)
+def test_train_rejects_bad_input_before_compiling(stripes, tmp_path, args, message):
+    base = {"--data_dir": stripes, "--output_dir": str(tmp_path)}
+    argv = [*TINY]
+    for k, v in base.items():
+        if k not in args:
+            argv += [k, v]
+    proc = _main("train.py", *argv, *args)
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert "error:" in proc.stderr and message in proc.stderr
+
+
+def test_eval_rejects_checkpoint_that_does_not_fit(stripes, tmp_path):
+    """A checkpoint of another class count is an error listing the head's shapes, never a partial load."""
+    from mindspore import Parameter, Tensor
+
+    from src.checkpoint import CheckpointError, load_model_weights, save_checkpoint
+    from src.models import create_model
+
+    other = create_model("acmix_resnet26", num_classes=3, layers=(1, 1, 1, 1))
+    path = str(tmp_path / "three_classes.ckpt")
+    save_checkpoint(other.parameters_dict(), path, {"epoch": 1, "global_step": 1})
+    net = create_model("acmix_resnet26", num_classes=2, layers=(1, 1, 1, 1))
+    before = {k: v.asnumpy().copy() for k, v in net.parameters_dict().items()}
+    with pytest.raises(
+        CheckpointError, match=r"wrong shape: .*fc\.weight: checkpoint \(3, 2048\) vs model \(2, 2048\)"
+    ):
+        load_model_weights(net, path)
+    assert all(np.array_equal(before[k], v.asnumpy()) for k, v in net.parameters_dict().items())
+
+    extra = {**other.parameters_dict(), "mystery": Parameter(Tensor(np.zeros(2, np.float32)), name="mystery")}
+    save_checkpoint(extra, path, {})
+    with pytest.raises(CheckpointError, match="unexpected: mystery"):
+        load_model_weights(create_model("acmix_resnet26", num_classes=3, layers=(1, 1, 1, 1)), path)
+
+    proc = _main("eval.py", *TINY, "--data_dir", stripes, "--checkpoint", str(tmp_path / "missing.ckpt"))
+    assert proc.returncode == 2 and "checkpoint not found" in proc.stderr
