@@ -1,7 +1,10 @@
-"""Evaluate a checkpoint: ``python eval.py --config config/<recipe>.yaml --checkpoint PATH [--key value ...]``.
+"""Evaluate a checkpoint or an exported MindIR, or classify image files.
 
-Prints and writes (``<output_dir>/eval.json``) top-1, top-5, loss, the number of images and images/second on
-``val_split``. The checkpoint must fit the model exactly; a mismatch lists what does not fit.
+``python eval.py --config RECIPE --checkpoint PATH`` prints and writes (``<output_dir>/eval.json``) top-1, top-5,
+loss, the number of images and images/second on ``val_split``. ``PATH`` is a ``.ckpt`` (it must fit the model
+exactly; a mismatch lists what does not fit) or an exported ``.mindir``.
+``python eval.py --config RECIPE --checkpoint PATH --predict img1.png,folder/`` prints the top-5 classes of each
+image, named from the ``class_names.json`` that training wrote beside the checkpoint.
 """
 
 import os
@@ -14,13 +17,18 @@ def main(argv=None) -> int:
     from src.checkpoint import CheckpointError
     from src.config import ConfigError, parse_config
     from src.data import DataError
+    from src.exporter import ExportError
 
     try:
-        cfg = parse_config(argv, required=("data_dir", "checkpoint"))
-        from src.evaluator import run_eval
+        cfg = parse_config(argv, required=("checkpoint",))
+        from src.evaluator import predict_files, run_eval
 
-        run_eval(cfg)
-    except (ConfigError, DataError, CheckpointError) as exc:
+        if cfg.predict:
+            predict_files(cfg)
+        else:
+            parse_config(argv, required=("data_dir",))
+            run_eval(cfg)
+    except (ConfigError, DataError, CheckpointError, ExportError) as exc:
         sys.stderr.write(f"error: {exc}\n")
         return 2
     return 0

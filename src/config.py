@@ -91,7 +91,10 @@ _SCHEMA: List[Tuple[str, Any, str]] = [
     ("checkpoint", "", "eval.py / export.py input"),
     ("file_format", "MINDIR", "export format"),
     ("export_batch_size", 1, ""),
-    ("file_name", "", "export output; empty = derived from the model name"),
+    ("file_name", "", "export output; empty = <output_dir>/<model>_<B>x<C>x<S>x<S>.<ext>"),
+    ("force", False, "export: overwrite an existing output file"),
+    ("verify", True, "export: reload the exported file and compare its output with the checkpoint's"),
+    ("predict", [], "eval.py: classify these image files or folders instead of evaluating a split"),
 ]
 DEFAULTS: Dict[str, Any] = {key: default for key, default, _ in _SCHEMA}
 _HELP: Dict[str, str] = {key: meaning for key, _, meaning in _SCHEMA}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import json
 import os
 import time
 from contextlib import contextmanager
@@ -11,6 +12,7 @@ from typing import Dict, Optional
 from .checkpoint import latest_checkpoint, load_model_weights, restore_train_state, rotate_checkpoints, save_checkpoint
 from .config import Config, save_config
 from .env import RunEnv, init_env
+from .evaluator import CLASS_NAMES_FILE
 from .logging_utils import MetricsLog, format_seconds, get_logger, plot_curves
 
 __all__ = ["train", "build_network", "epoch_config"]
@@ -94,11 +96,14 @@ def train(cfg: Config) -> Dict[str, float]:
     out = cfg.output_dir
     log_name = "train.log" if env.is_main else f"train_rank{env.rank_id}.log"
     log = get_logger("acmix.train", os.path.join(out, log_name), env.rank_id)
+
+    # Bad data paths and class counts fail here, before anything is compiled.
+    info = check_dataset(cfg, cfg.train_split)
+    check_dataset(cfg, cfg.val_split)
     if env.is_main:
         save_config(cfg, os.path.join(out, "config.yaml"))
-    # Bad data paths and class counts fail here, before anything is compiled.
-    check_dataset(cfg, cfg.train_split)
-    check_dataset(cfg, cfg.val_split)
+        with open(os.path.join(out, CLASS_NAMES_FILE), "w", encoding="utf-8") as f:
+            json.dump(list(info.class_names), f)
     train_ds, info = create_dataset(epoch_config(cfg, 0), cfg.train_split, True, env.rank_size, env.rank_id)
     steps = train_ds.get_dataset_size()
     if steps == 0:
