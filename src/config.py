@@ -42,6 +42,7 @@ _SCHEMA: List[Tuple[str, Any, str]] = [
     ("num_workers", 4, ""),
     ("batch_size", 128, "per device"),
     ("eval_batch_size", 0, "0 = batch_size"),
+    ("shuffle", True, "shuffle the training set every epoch (off: file order, for reproducing runs exactly)"),
     ("train_crop", "random_resized", "random_crop pads by crop_padding, then crops"),
     ("crop_padding", 4, ""),
     ("scale", [0.08, 1.0], ""),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import hashlib
 import json
 import os
 import time
@@ -15,7 +16,7 @@ from .env import RunEnv, init_env
 from .evaluator import CLASS_NAMES_FILE
 from .logging_utils import MetricsLog, format_seconds, get_logger, plot_curves
 
-__all__ = ["train", "build_network", "epoch_config"]
+__all__ = ["train", "build_network", "epoch_config", "weights_digest"]
 
 
 def epoch_config(cfg: Config, epoch: int) -> Config:
@@ -31,6 +32,19 @@ def epoch_config(cfg: Config, epoch: int) -> Config:
     view = copy.copy(cfg)
     view.seed = cfg.seed + 1000 * epoch
     return view
+
+
+def weights_digest(net) -> str:
+    """SHA-256 of every parameter of ``net`` (name and bytes), in name order.
+
+    Args:
+        net: the model.
+    """
+    h = hashlib.sha256()
+    for name, p in sorted(net.parameters_dict().items()):
+        h.update(name.encode())
+        h.update(p.asnumpy().tobytes())
+    return h.hexdigest()
 
 
 def build_network(cfg: Config):
@@ -227,6 +241,8 @@ def train(cfg: Config) -> Dict[str, float]:
                 log.info(f"new best top-1 {best_top1:.2f}%: saved {cfg.model}_best.ckpt")
     if metrics and os.path.exists(metrics.path):
         plot_curves(metrics.path, os.path.join(out, "curves.png"))
+    # Data-parallel ranks must end with identical weights; the digest makes that checkable from the logs.
+    log.info(f"weights sha256 {weights_digest(net)}")
     result = {**last_val, "best_top1": best_top1, "global_step": global_step}
     log.info(f"done: {result}")
     return result

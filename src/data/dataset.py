@@ -137,8 +137,8 @@ def create_dataset(
     Sets MindSpore's global dataset seed to ``cfg.seed`` so shuffling and random ops are reproducible.
     A file that fails to decode stops iteration with MindSpore's RuntimeError, which names the file
     (MindSpore also copies the file to ./abnormal_image.jpg).
-    Sharded evaluation pads the shards to equal length with repeated images when rank_size does not divide
-    the split.
+    Sharded evaluation gives rank r the images r, r + rank_size, ... (no padding, so summed counts are exact);
+    sharded training uses MindSpore's shards, which repeat a few images when rank_size does not divide the split.
 
     Args:
         cfg: the configuration (see ``check_dataset``, ``train_transforms``, ``BatchAugment``; plus seed,
@@ -154,18 +154,27 @@ def create_dataset(
         raise DataError(f"rank_id {rank_id} is outside 0..{rank_size - 1}")
     ds.config.set_seed(int(cfg.seed))
     shard = {"num_shards": rank_size, "shard_id": rank_id} if rank_size > 1 else {}
+    if rank_size > 1 and not training:
+        # MindSpore's shards pad themselves to equal length with repeated images; evaluation must count each
+        # image once, so every rank takes every rank_size-th image instead (uneven shards are summed by count).
+        shard = {"sampler": ds.SubsetSampler(list(range(rank_id, info.num_images, rank_size)))}
     # MindSpore refuses more workers than CPUs; a recipe written for a big host should still run here.
     workers = max(1, min(int(cfg.num_workers), os.cpu_count() or 1))
     if cfg.dataset == "cifar10":
         # Own reader: MindSpore's Cifar10Dataset insists on exactly 10,000 records per file.
         data = ds.GeneratorDataset(
-            _CifarRecords(info.files), ["image", "label"], shuffle=training, python_multiprocessing=False, **shard
+            _CifarRecords(info.files),
+            ["image", "label"],
+            shuffle=(training and cfg.shuffle) if "sampler" not in shard else None,
+            python_multiprocessing=False,
+            **shard,
         )
     else:
         # Decoding in the loader: a broken file stops the pipeline with "Invalid image, <path> decode failed".
         indexing = {name: i for i, name in enumerate(info.class_names)}
         data = ds.ImageFolderDataset(
-            info.root, num_parallel_workers=workers, shuffle=training, extensions=list(info.extensions),
+            info.root, num_parallel_workers=workers, shuffle=(training and cfg.shuffle) if "sampler" not in shard else None,
+            extensions=list(info.extensions),
             class_indexing=indexing, decode=True, **shard,
         )  # fmt: skip
     ops = train_transforms(cfg) if training else eval_transforms(cfg)
