@@ -173,8 +173,8 @@ def create_dataset(
         # Decoding in the loader: a broken file stops the pipeline with "Invalid image, <path> decode failed".
         indexing = {name: i for i, name in enumerate(info.class_names)}
         data = ds.ImageFolderDataset(
-            info.root, num_parallel_workers=workers, shuffle=(training and cfg.shuffle) if "sampler" not in shard else None,
-            extensions=list(info.extensions),
+            info.root, num_parallel_workers=workers, extensions=list(info.extensions),
+            shuffle=(training and cfg.shuffle) if "sampler" not in shard else None,
             class_indexing=indexing, decode=True, **shard,
         )  # fmt: skip
     ops = train_transforms(cfg) if training else eval_transforms(cfg)
