@@ -182,3 +182,34 @@ def test_converter_lists_what_does_not_map(tmp_path):
     assert proc.returncode == 2
     assert "did not map: extra.weight" in proc.stderr and "not in the checkpoint: fc.bias" in proc.stderr
     assert not (tmp_path / "o.ckpt").exists()
+
+
+@pytest.mark.slow
+def test_onnx_export_of_acmix_resnet_runs_in_onnxruntime(tmp_path):
+    pytest.importorskip("onnxruntime", reason="the ONNX check needs onnxruntime (in requirements-test.txt)")
+    from src.exporter import export_model
+
+    ckpt = str(tmp_path / "m.ckpt")
+    _random_checkpoint("acmix_resnet26", FAMILIES["acmix_resnet26"], ckpt)
+    cfg = _cfg(
+        "--model_kwargs", FAMILIES["acmix_resnet26"], "--num_classes", "3", "--img_size", "32",
+        "--checkpoint", ckpt, "--output_dir", str(tmp_path), "--file_format", "ONNX", "--export_batch_size", "2",
+    )  # fmt: skip
+    result = export_model(cfg, log=lambda *_: None)
+    assert result["path"].endswith("acmix_resnet26_2x3x32x32.onnx")
+    assert result["max_abs_diff"] is not None and result["max_abs_diff"] <= 1e-4
+
+
+def test_onnx_refusal_names_the_operator(tmp_path):
+    """Swin's exact GELU needs Erf, which MindSpore 2.8's ONNX exporter lacks: a clear error, no file."""
+    from src.exporter import ExportError, export_model
+
+    ckpt = str(tmp_path / "m.ckpt")
+    _random_checkpoint("acmix_swin_tiny", FAMILIES["acmix_swin_tiny"], ckpt)
+    cfg = _cfg(
+        "--model", "acmix_swin_tiny", "--model_kwargs", FAMILIES["acmix_swin_tiny"], "--num_classes", "3",
+        "--img_size", "32", "--checkpoint", ckpt, "--output_dir", str(tmp_path), "--file_format", "ONNX",
+    )  # fmt: skip
+    with pytest.raises(ExportError, match="Erf"):
+        export_model(cfg, log=lambda *_: None)
+    assert not list(tmp_path.glob("*.onnx"))

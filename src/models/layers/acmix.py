@@ -87,7 +87,7 @@ def position_map(h: int, w: int, dtype: mstype.Type = mstype.float32) -> Tensor:
 
     xs = ops.broadcast_to(lin(w).reshape(1, w), (h, w))
     ys = ops.broadcast_to(lin(h).reshape(h, 1), (h, w))
-    return ops.stack([xs, ys]).reshape(1, 2, h, w).astype(dtype)
+    return ops.stack((xs, ys)).reshape(1, 2, h, w).astype(dtype)
 
 
 def compose_conv_path(fc_weight: Tensor, dep_weight: Tensor) -> Tensor:
@@ -210,7 +210,8 @@ class ACmix(nn.Cell):
         self.group_conv_impl = resolve_group_conv_impl(group_conv_impl)
         self.scaling = float(self.head_dim) ** -0.5
         # the Conv2D primitive is documented for Ascend, GPU and CPU (the functional ops.conv2d omits CPU)
-        self._conv1x1 = ops.Conv2D(out_channel=3 * out_planes, kernel_size=1)
+        # tuple attributes, which the ONNX exporter needs
+        self._conv1x1 = ops.Conv2D(3 * out_planes, (1, 1), pad=(0, 0, 0, 0), stride=(1, 1), dilation=(1, 1))
 
         self.rate1 = Parameter(Tensor(np.full((1,), 0.5, np.float32)), name="rate1")
         self.rate2 = Parameter(Tensor(np.full((1,), 0.5, np.float32)), name="rate2")
@@ -242,9 +243,9 @@ class ACmix(nn.Cell):
         """
         nh, hd = self.head, self.head_dim
         cin = self.in_planes
-        w = ops.stack([self.conv1.weight, self.conv2.weight, self.conv3.weight])  # (3, O, Cin, 1, 1)
+        w = ops.stack((self.conv1.weight, self.conv2.weight, self.conv3.weight))  # (3, O, Cin, 1, 1)
         w = w.reshape(3, nh, hd, cin).transpose(2, 0, 1, 3).reshape(3 * self.out_planes, cin, 1, 1)
-        bias = ops.stack([self.conv1.bias, self.conv2.bias, self.conv3.bias])
+        bias = ops.stack((self.conv1.bias, self.conv2.bias, self.conv3.bias))
         bias = bias.reshape(3, nh, hd).transpose(2, 0, 1).reshape(3 * self.out_planes)
         return ops.bias_add(self._conv1x1(x, w.astype(x.dtype)), bias.astype(x.dtype))
 

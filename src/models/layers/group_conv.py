@@ -91,7 +91,10 @@ def grouped_conv2d(
     cout_g = cout // groups
     s, pad = stride, dilation * (k // 2)
     if impl == "conv":
-        conv = ops.Conv2D(cout, k, pad_mode="pad", pad=pad, stride=s, dilation=dilation, group=groups)
+        # tuple attributes: the ONNX exporter cannot read the int forms
+        conv = ops.Conv2D(
+            cout, (k, k), pad_mode="pad", pad=(pad,) * 4, stride=(s, s), dilation=(dilation, dilation), group=groups
+        )
         return conv(x, weight)
     ho, wo = (h + s - 1) // s, (w + s - 1) // s
     reach = (k - 1) * dilation // s + 1  # phase rows a tap may start at, plus one

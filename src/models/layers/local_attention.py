@@ -47,12 +47,15 @@ def reflect_indices(size: int, before: int, total: int) -> Tensor:
         before: padding in front of the axis.
         total: length of the padded axis to produce.
     """
-    idx = ops.arange(0, total, dtype=mstype.int32) - before
     if size == 1:
-        return idx * 0
+        return ops.zeros((total,), mstype.int32)
+    idx = ops.arange(-before, total - before, dtype=mstype.int32)
     period = 2 * (size - 1)
-    folded = ops.floor_mod(ops.abs(idx), period)
-    return ops.minimum(folded, period - folded)
+    # |idx| mod period in float32 (exact for these small integers): the ONNX exporter expands an integer
+    # FloorMod into casts that it names after the shared divisor, and two of them make an invalid model
+    dist = ops.abs(idx).astype(mstype.float32)
+    folded = dist - ops.floor(dist / float(period)) * float(period)
+    return ops.minimum(folded, float(period) - folded).astype(mstype.int32)
 
 
 def clamp_stride_indices(size: int, stride: int, total: int) -> Tensor:
@@ -75,6 +78,8 @@ def _window_mask(block: int, halo: int, stride: int, dilation: int, kernel: int)
     rel = ops.arange(0, halo, dtype=mstype.int32).reshape(1, halo)
     rel = rel - ops.arange(0, block, dtype=mstype.int32).reshape(block, 1) * stride
     inside = ops.logical_and(rel >= 0, rel <= dilation * (kernel - 1))
+    if dilation == 1:
+        return inside
     return ops.logical_and(inside, ops.floor_mod(rel, dilation) == 0)
 
 
@@ -85,13 +90,17 @@ def _tiles(x: Tensor, n_rows: int, n_cols: int, size_h: int, size_w: int, step_h
     if n_rows == 1:
         rows = ops.slice(x, (0, 0, 0, 0, 0), (b, d, g, size_h, w)).expand_dims(3)
     else:
-        rows = ops.stack([ops.slice(x, (0, 0, 0, i * step_h, 0), (b, d, g, size_h, w)) for i in range(n_rows)], 3)
+        rows = ()  # a tuple, not a list: lists become make_list nodes, which the ONNX exporter rejects
+        for i in range(n_rows):
+            rows = rows + (ops.slice(x, (0, 0, 0, i * step_h, 0), (b, d, g, size_h, w)),)
+        rows = ops.stack(rows, 3)
     if n_cols == 1:
         tiles = ops.slice(rows, (0, 0, 0, 0, 0, 0), (b, d, g, n_rows, size_h, size_w)).expand_dims(5)
     else:
-        tiles = ops.stack(
-            [ops.slice(rows, (0, 0, 0, 0, 0, j * step_w), (b, d, g, n_rows, size_h, size_w)) for j in range(n_cols)], 5
-        )
+        cols = ()
+        for j in range(n_cols):
+            cols = cols + (ops.slice(rows, (0, 0, 0, 0, 0, j * step_w), (b, d, g, n_rows, size_h, size_w)),)
+        tiles = ops.stack(cols, 5)
     # (B, D, G, nr, sh, nc, sw) -> (B, G, nr, nc, sh, sw, D)
     tiles = tiles.transpose(0, 2, 3, 5, 4, 6, 1)
     return tiles.reshape(b * g * n_rows * n_cols, size_h * size_w, d)
