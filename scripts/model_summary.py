@@ -1,4 +1,7 @@
-"""Build registered models and print their parameters, multiply-adds and output shape (and a forward time).
+"""The FLOPs counter: parameters and multiply-adds of every registered model, next to the paper's figures.
+
+Builds each model, counts its parameters and multiply-adds from its structure (src/models/flops.py), and
+(unless --no_run) runs one forward pass for the output shape and a time.
 
 python scripts/model_summary.py                       # every model, 224x224, batch 1
 python scripts/model_summary.py --model acmix_resnet26 --size 64
@@ -14,23 +17,15 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-# Reference figures from DESIGN.md section 2 (1000 classes, 224x224): the official
-# code's exact parameter counts where it exists, and the paper's rounded figures.
-REFERENCE = {
-    "acmix_resnet26": {"official": 10_487_816, "paper": "10.6M", "paper_flops": "2.3G"},
-    "acmix_resnet38": {"official": 14_410_896, "paper": "14.6M", "paper_flops": "2.9G"},
-    "acmix_resnet50": {"official": 18_333_976, "paper": "18.6M", "paper_flops": "3.6G"},
-    "acmix_swin_tiny": {"official": 28_649_908, "paper": "30M", "paper_flops": "4.6G"},
-    "acmix_swin_small": {"official": 50_345_080, "paper": "51M", "paper_flops": "9.0G"},
-}
-
 
 def main(argv=None) -> int:
     import mindspore as ms
     import numpy as np
 
+    from src.env import init_env
     from src.models import create_model, list_models
     from src.models.flops import count_macs, count_params
+    from src.models.reference import REFERENCE
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", action="append", help="registry name (repeatable); default: all")
@@ -47,8 +42,9 @@ def main(argv=None) -> int:
     if args.size < 1 or args.batch < 1:
         parser.error("--size and --batch must be >= 1")
 
-    ms.set_context(mode=ms.GRAPH_MODE, device_target=args.device)
-    header = f"{'model':<16} {'params':>12} {'official':>12} {'paper':>7} {'GMACs':>7} {'paper':>6}"
+    init_env(args.device, "graph", seed=0)
+    header = f"{'model':<16} {'params':>12} {'official':>12} {'paper':>7} {'vs paper':>8} {'GMACs':>7} {'paper':>6}"
+    header += f" {'vs paper':>8}"
     header += f" {'input':>18} {'output':>12} {'first s':>8} {'fwd s':>7}"
     print(header)
     print("-" * len(header))
@@ -66,11 +62,15 @@ def main(argv=None) -> int:
             t0 = time.perf_counter()
             net(x).asnumpy()
             fwd = time.perf_counter() - t0
-        ref = REFERENCE.get(name, {})
-        official = f"{ref['official']:,}" if "official" in ref else "-"
+        ref = REFERENCE.get(name)
+        official = f"{ref.params_official:,}" if ref and ref.params_official else "-"
+        paper = f"{ref.params_paper / 1e6:.1f}M" if ref else "-"
+        paper_flops = f"{ref.flops_paper / 1e9:.1f}G" if ref else "-"
+        d_params = f"{100 * (n_params / ref.params_paper - 1):+.1f}%" if ref and args.num_classes == 1000 else "-"
+        d_flops = f"{100 * (gmacs * 1e9 / ref.flops_paper - 1):+.1f}%" if ref and args.size == 224 else "-"
         print(
-            f"{name:<16} {n_params:>12,} {official:>12} {ref.get('paper', '-'):>7} {gmacs:>7.3f}"
-            f" {ref.get('paper_flops', '-'):>6} {str(tuple(x.shape)):>18} {out_shape:>12} {first:>8.1f} {fwd:>7.2f}"
+            f"{name:<16} {n_params:>12,} {official:>12} {paper:>7} {d_params:>8} {gmacs:>7.3f} {paper_flops:>6}"
+            f" {d_flops:>8} {str(tuple(x.shape)):>18} {out_shape:>12} {first:>8.1f} {fwd:>7.2f}"
         )
     return 0
 

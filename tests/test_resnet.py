@@ -12,10 +12,13 @@ from src.models.acmix_resnet import ACmixResNet, Bottleneck, batch_norm, conv1x1
 from src.models.convert import convert_state_dict
 from src.models.flops import count_params
 from src.models.layers import ACmix, shift_kernel
+from src.models.reference import REFERENCE
 from tests.conftest import assert_parity, graph_train_step, load_fixture
 
 # Counted by running the official PyTorch code (DESIGN.md section 2), 1000 classes.
-OFFICIAL_PARAMS = {"acmix_resnet26": 10_487_816, "acmix_resnet38": 14_410_896, "acmix_resnet50": 18_333_976}
+OFFICIAL_PARAMS = {
+    name: REFERENCE[name].params_official for name in ("acmix_resnet26", "acmix_resnet38", "acmix_resnet50")
+}
 
 
 @pytest.mark.parametrize("name", sorted(OFFICIAL_PARAMS))

@@ -14,10 +14,11 @@ from src.models.flops import count_params
 from src.models.layers import shift_kernel
 from src.models.layers.common import DropPath
 from src.models.layers.window_attention import WindowAttentionACmix, relative_position_index
+from src.models.reference import REFERENCE
 from tests.conftest import assert_parity, graph_train_step, load_fixture
 
-# Counted by running the official PyTorch code (DESIGN.md section 2), 1000 classes, 224x224.
-OFFICIAL_PARAMS = {"acmix_swin_tiny": 28_649_908, "acmix_swin_small": 50_345_080}
+# Counted by running the official PyTorch code (DESIGN.md section 2), 1000 classes.
+OFFICIAL_PARAMS = {name: REFERENCE[name].params_official for name in ("acmix_swin_tiny", "acmix_swin_small")}
 
 
 @pytest.mark.parametrize(
