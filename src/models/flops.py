@@ -20,10 +20,13 @@ from mindspore import nn
 
 from .acmix_pvt import PVTBlock, PyramidVisionTransformerACmix
 from .acmix_resnet import ACmixResNet, Bottleneck
+from .acmix_san import ACmixSAN, SANBottleneck
 from .acmix_swin import BasicLayer, PatchMerging, SwinTransformerACmix, SwinTransformerBlock
 from .layers import ACmix
+from .layers.attention import GlobalACmix2d, WindowACmix2d
 from .layers.common import DropPath, Mlp, PatchEmbed
 from .layers.global_attention import GlobalAttentionACmix
+from .layers.patchwise_attention import PatchwiseAttentionACmix
 from .layers.window_attention import WindowAttentionACmix
 
 __all__ = ["count_macs", "count_params"]
@@ -245,3 +248,51 @@ def _pvt_model(cell: PyramidVisionTransformerACmix, shape: Shape):
         shape = (b, c, h, w)
     m, out = _macs(cell.head, (shape[0], shape[1]))
     return macs + m, out
+
+
+# --- SAN ---
+
+
+@_rule(PatchwiseAttentionACmix)
+def _patchwise_attention(cell: PatchwiseAttentionACmix, shape: Shape):
+    b, cin, h, w = shape
+    rel, mid, cw, s = cell.rel_planes, cell.mid_planes, cell.weight_planes, cell.stride
+    ho, wo = _ceil_div(h, s), _ceil_div(w, s)
+    k2, taps = cell.kernel_att**2, cell.kernel_conv**2
+    stage1 = b * cin * (2 * rel + mid) * h * w  # conv1, conv2, conv3
+    weights = _macs(cell.conv_w, (b, rel * (k2 + 1), ho, wo))[0]  # conv_w on [x1, unfolded x2]
+    aggregation = b * mid * k2 * ho * wo  # weights times the k*k neighbours of x3
+    fc = b * cell.groups3 * taps * cw * h * w
+    dep = b * mid * taps * taps * ho * wo  # dep_conv: kc*kc kernel over kc*kc maps per group
+    return stage1 + weights + aggregation + fc + dep, (b, mid, ho, wo)
+
+
+@_rule(SANBottleneck)
+def _san_bottleneck(cell: SANBottleneck, shape: Shape):
+    return _seq([cell.sam, cell.conv], shape)
+
+
+@_rule(ACmixSAN)
+def _san(cell: ACmixSAN, shape: Shape):
+    macs, shape = _macs(cell.conv_in, shape)
+    for i in range(5):
+        b, c, h, w = shape
+        m, shape = _seq([getattr(cell, f"conv{i}"), getattr(cell, f"layer{i}")], (b, c, h // 2, w // 2))  # 2x2/2 pool
+        macs += m
+    m, out = _macs(cell.fc, shape[:2])
+    return macs + m, out
+
+
+# --- channels-first adapters of create_acmix_attention ---
+
+
+@_rule(WindowACmix2d)
+def _window_2d(cell: WindowACmix2d, shape: Shape):
+    b, c, h, w = shape
+    return _macs(cell.attn, (b, h, w, c))[0], shape
+
+
+@_rule(GlobalACmix2d)
+def _global_2d(cell: GlobalACmix2d, shape: Shape):
+    b, c, h, w = shape
+    return _macs(cell.attn, (b, h, w, c))[0], shape

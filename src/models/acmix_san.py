@@ -1,0 +1,244 @@
+"""ACmix-SAN: SAN's patchwise self-attention network with the ACmix convolution path (paper section 4.5).
+
+Host: SAN, "Exploring Self-attention for Image Recognition" (Zhao, Jia, Koltun, CVPR 2020; official
+``model/san.py`` with ``sa_type=1``, patchwise).  Module and parameter names follow it:
+
+* stem ``conv_in`` (1x1, 3 -> 64, no bias) + ``bn_in`` + ReLU;
+* five stages ``i = 0..4`` of widths 64, 256, 512, 1024, 2048 and kernels [3, 7, 7, 7, 7]; each is
+  ``relu(bn_i(layer_i(conv_i(maxpool(x)))))``: a 2x2/2 max-pool (floor), a 1x1 transition
+  convolution ``conv_i`` (no bias), the stage's blocks, then BN and ReLU (BN-ReLU come *after* the
+  blocks, not after the transition convolution);
+* a pre-activation bottleneck block (``bn1``-ReLU-``sam``-``bn2``-ReLU-``conv`` 1x1 with bias, plus
+  the identity) whose ``sam`` has ``rel_planes = planes / 16``, ``mid_planes = planes / 4``,
+  ``share_planes = 8``; every block keeps the stage width and stride 1;
+* global average pool and ``fc``.
+
+Stage depths: SAN-10 [2, 1, 2, 4, 1], SAN-15 [3, 2, 3, 5, 2], SAN-19 [3, 3, 4, 6, 3].
+
+ACmix enters through ``sam`` only: it is a
+:class:`~src.models.layers.patchwise_attention.PatchwiseAttentionACmix`, SAN's patchwise SAM (Stage I
+= its conv1/conv2/conv3, computed once; the attention path = SAN's patchwise attention) plus the
+convolution path fed by the same Stage I features and the mixing scalars; see that module for the
+design of the convolution path.  Everything else is the SAN host unchanged.
+
+Parameters and multiply-adds (1000 classes, 224x224, :mod:`src.models.flops`: convolutions, dense
+layers and the aggregation's products; norms, activations and pooling not counted):
+
+==============  ============  =======  ======  =====  =========================
+model           params        paper    GMACs   paper  host params / GMACs
+==============  ============  =======  ======  =====  =========================
+acmix_san10     11,995,152    12.1M    1.888   1.9G   11,841,124 / 1.791
+acmix_san15     16,414,944    16.6M    2.630   2.7G   16,181,310 / 2.478
+acmix_san19     20,830,304    21.2M    3.317   3.4G   20,518,470 / 3.130
+==============  ============  =======  ======  =====  =========================
+
+That is -0.9 / -1.1 / -1.7 % of the paper's parameters and -0.6 / -2.6 / -2.4 % of its FLOPs.
+"Host" is the model without the convolution path (``fc``, ``dep_conv``, ``rate1/2``): SAN-patchwise,
+published as 11.8M / 16.2M / 20.5M and 1.9 / 2.6 / 3.3G.  SAN's own counter (``util/complexity.py``)
+also counts BatchNorm (2 per element), ReLU, pooling and biases, which gives 1.87 / 2.58 / 3.26G for
+the host: the FLOPs gap is that convention.  The parameter gap is not: the paper's figures imply
+that its (unpublished) ACmix-SAN adds about 0.26M / 0.42M / 0.68M (+-0.05M of rounding) to SAN,
+where the light convolution path here adds 0.154M / 0.234M / 0.312M (``81 * mid + 110`` per block,
+linear in C as the paper's section 4.4 describes the path).  No code or text says what the
+remainder is, so nothing is added to chase it.
+
+Differences from SAN:
+
+* Initialisation: SAN's code sets none, so PyTorch's defaults apply: Kaiming-uniform (a = sqrt(5))
+  weights and uniform(+-1/sqrt(fan_in)) biases for convolutions and the classifier, BN ones/zeros.
+  They are set explicitly here (they are MindSpore 2.x's defaults too); ``dep_conv`` keeps its
+  shift kernels and ``rate1/rate2`` start at 0.5.
+* Any input size works (SAN's patchwise SAM fails on maps not larger than ``kernel // 2``, e.g. at
+  stage 4 for inputs below 128 px): reflection folds again at the borders.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Sequence
+
+from mindspore import Tensor, nn, ops
+from mindspore.common.initializer import HeUniform, Uniform, initializer
+
+from .layers.patchwise_attention import PatchwiseAttentionACmix
+from .registry import register_model
+
+__all__ = ["SANBottleneck", "ACmixSAN", "acmix_san10", "acmix_san15", "acmix_san19"]
+
+STAGE_WIDTHS = (64, 256, 512, 1024, 2048)
+
+
+def _bn(channels: int) -> nn.BatchNorm2d:
+    # PyTorch's BatchNorm2d defaults (eps 1e-5, running-average momentum 0.1)
+    return nn.BatchNorm2d(channels, eps=1e-5, momentum=0.9)
+
+
+def _conv1x1(in_planes: int, out_planes: int, bias: bool = False) -> nn.Conv2d:
+    return nn.Conv2d(in_planes, out_planes, 1, pad_mode="valid", has_bias=bias)
+
+
+class SANBottleneck(nn.Cell):
+    """SAN's pre-activation bottleneck with the ACmix patchwise SAM.
+
+    Args:
+        in_planes: input channels.
+        rel_planes: channels of the SAM's query/key features.
+        mid_planes: channels of the SAM's values and output.
+        out_planes: output channels (equal to ``in_planes``: the identity is added unprojected).
+        share_planes: channels sharing one aggregation weight.
+        kernel_size: patchwise attention window.
+        stride: SAM stride; must be 1 (the identity path has no projection, as in SAN).
+        kernel_conv: kernel of the ACmix convolution path.
+        group_conv_impl: grouped-convolution implementation of the convolution path.
+        agg_impl: aggregation implementation, ``"tap"`` or ``"unfold"`` (see :class:`PatchwiseAttentionACmix`).
+    """
+
+    def __init__(
+        self,
+        in_planes: int,
+        rel_planes: int,
+        mid_planes: int,
+        out_planes: int,
+        share_planes: int = 8,
+        kernel_size: int = 7,
+        stride: int = 1,
+        kernel_conv: int = 3,
+        group_conv_impl: str = "auto",
+        agg_impl: str = "tap",
+    ) -> None:
+        super().__init__()
+        if stride != 1 or in_planes != out_planes:
+            raise ValueError("SANBottleneck: the identity shortcut needs stride 1 and in_planes == out_planes")
+        self.bn1 = _bn(in_planes)
+        self.sam = PatchwiseAttentionACmix(
+            in_planes,
+            rel_planes,
+            mid_planes,
+            share_planes,
+            kernel_size,
+            kernel_conv,
+            stride,
+            group_conv_impl=group_conv_impl,
+            agg_impl=agg_impl,
+        )
+        self.bn2 = _bn(mid_planes)
+        self.conv = _conv1x1(mid_planes, out_planes, bias=True)
+        self.relu = nn.ReLU()
+
+    def construct(self, x: Tensor) -> Tensor:
+        out = self.relu(self.bn1(x))
+        out = self.relu(self.bn2(self.sam(out)))
+        return self.conv(out) + x
+
+
+class ACmixSAN(nn.Cell):
+    """ACmix-SAN backbone (patchwise attention) with a linear classifier.
+
+    Args:
+        layers: blocks per stage (5 stages).
+        kernels: patchwise attention window per stage (odd).
+        num_classes: classifier outputs.
+        in_chans: input image channels.
+        kernel_conv: kernel of the ACmix convolution paths.
+        group_conv_impl: ``"auto"``, ``"conv"`` or ``"matmul"`` (see :class:`PatchwiseAttentionACmix`).
+        agg_impl: ``"tap"`` (default) or ``"unfold"``: how every SAM aggregates (same result; see
+            :class:`PatchwiseAttentionACmix` for their memory, speed and compile time).
+    """
+
+    def __init__(
+        self,
+        layers: Sequence[int] = (3, 3, 4, 6, 3),
+        kernels: Sequence[int] = (3, 7, 7, 7, 7),
+        num_classes: int = 1000,
+        in_chans: int = 3,
+        kernel_conv: int = 3,
+        group_conv_impl: str = "auto",
+        agg_impl: str = "tap",
+    ) -> None:
+        super().__init__()
+        layers = tuple(int(n) for n in layers)
+        kernels = tuple(int(k) for k in kernels)
+        if len(layers) != 5 or min(layers) < 1:
+            raise ValueError(f"ACmixSAN: layers must be 5 positive stage depths, got {layers}")
+        if len(kernels) != 5:
+            raise ValueError(f"ACmixSAN: kernels must give 5 window sizes, got {kernels}")
+        if num_classes < 1:
+            raise ValueError(f"ACmixSAN: num_classes must be >= 1, got {num_classes}")
+        self.num_classes = num_classes
+        c0 = STAGE_WIDTHS[0]
+        self.conv_in, self.bn_in = _conv1x1(in_chans, c0), _bn(c0)
+        block_kw = dict(kernel_conv=kernel_conv, group_conv_impl=group_conv_impl, agg_impl=agg_impl)
+        in_planes = c0
+        for i, (c, n, k) in enumerate(zip(STAGE_WIDTHS, layers, kernels)):
+            # official names: conv0..conv4 / bn0..bn4 around layer0..layer4
+            setattr(self, f"conv{i}", _conv1x1(in_planes, c))
+            setattr(self, f"bn{i}", _bn(c))
+            blocks = [SANBottleneck(c, c // 16, c // 4, c, 8, k, **block_kw) for _ in range(n)]
+            setattr(self, f"layer{i}", nn.SequentialCell(blocks))
+            in_planes = c
+        self.relu = nn.ReLU()
+        self.pool = nn.MaxPool2d(kernel_size=2, stride=2, pad_mode="valid")
+        self.fc = nn.Dense(STAGE_WIDTHS[-1], num_classes)
+        self._init_weights()
+
+    def _init_weights(self) -> None:
+        # PyTorch's default initialisation, which SAN trains with (it sets none of its own);
+        # dep_conv keeps its shift kernels.
+        for name, cell in self.cells_and_names():
+            if isinstance(cell, (nn.Conv2d, nn.Dense)) and not name.endswith("dep_conv"):
+                w = cell.weight
+                w.set_data(initializer(HeUniform(negative_slope=math.sqrt(5)), w.shape, w.dtype))
+                if cell.bias is not None:
+                    fan_in = math.prod(w.shape[1:])
+                    b = cell.bias
+                    b.set_data(initializer(Uniform(1.0 / math.sqrt(fan_in)), b.shape, b.dtype))
+
+    def _stage(self, x: Tensor, conv: nn.Cell, layer: nn.Cell, bn: nn.Cell) -> Tensor:
+        return self.relu(bn(layer(conv(self.pool(x)))))
+
+    def forward_features(self, x: Tensor) -> Tensor:
+        """Stem and the five stages: (B, 2048, H/32, W/32) (each max-pool floors)."""
+        x = self.relu(self.bn_in(self.conv_in(x)))
+        x = self._stage(x, self.conv0, self.layer0, self.bn0)
+        x = self._stage(x, self.conv1, self.layer1, self.bn1)
+        x = self._stage(x, self.conv2, self.layer2, self.bn2)
+        x = self._stage(x, self.conv3, self.layer3, self.bn3)
+        return self._stage(x, self.conv4, self.layer4, self.bn4)
+
+    def construct(self, x: Tensor) -> Tensor:
+        return self.fc(ops.mean(self.forward_features(x), (2, 3)))
+
+
+def _build(default_layers: Sequence[int], **kwargs) -> ACmixSAN:
+    kwargs.setdefault("layers", default_layers)
+    return ACmixSAN(**kwargs)
+
+
+@register_model
+def acmix_san10(**kwargs) -> ACmixSAN:
+    """ACmix-SAN-10 (patchwise): stage depths [2, 1, 2, 4, 1].
+
+    Args:
+        **kwargs: ``num_classes`` and ``layers, kernels, in_chans, kernel_conv, group_conv_impl, agg_impl``.
+    """
+    return _build((2, 1, 2, 4, 1), **kwargs)
+
+
+@register_model
+def acmix_san15(**kwargs) -> ACmixSAN:
+    """ACmix-SAN-15 (patchwise): stage depths [3, 2, 3, 5, 2].
+
+    Args:
+        **kwargs: ``num_classes`` and ``layers, kernels, in_chans, kernel_conv, group_conv_impl, agg_impl``.
+    """
+    return _build((3, 2, 3, 5, 2), **kwargs)
+
+
+@register_model
+def acmix_san19(**kwargs) -> ACmixSAN:
+    """ACmix-SAN-19 (patchwise): stage depths [3, 3, 4, 6, 3].
+
+    Args:
+        **kwargs: ``num_classes`` and ``layers, kernels, in_chans, kernel_conv, group_conv_impl, agg_impl``.
+    """
+    return _build((3, 3, 4, 6, 3), **kwargs)
