@@ -109,7 +109,7 @@ class TrainStep(nn.Cell):
 
     def construct(self, images: Tensor, labels: Tensor):
         loss = self.net_with_loss(images, labels)
-        scale = self.scale
+        scale = self.scale * 1.0  # the value this step uses (the parameter is updated below)
         sens = ops.fill(loss.dtype, loss.shape, 1.0) * scale.astype(loss.dtype)
         grads = self.grad(self.net_with_loss, self.weights)(images, labels, sens)
         if self.use_reducer:

@@ -208,3 +208,32 @@ def test_eval_rejects_checkpoint_that_does_not_fit(stripes, tmp_path):
 
     proc = _main("eval.py", *TINY, "--data_dir", stripes, "--checkpoint", str(tmp_path / "missing.ckpt"))
     assert proc.returncode == 2 and "checkpoint not found" in proc.stderr
+
+
+def test_overflowing_steps_are_skipped_and_the_scale_adapts():
+    """Dynamic loss scaling: an overflow leaves weights, optimizer and EMA untouched and halves the scale;
+    scale_window finite steps double it."""
+    from mindspore import Tensor, nn
+
+    from src.engine import ClassificationLoss, NetWithLoss, TrainStep
+
+    net = nn.Dense(4, 3)
+    opt = nn.Momentum(net.trainable_params(), learning_rate=0.1, momentum=0.9)
+    step = TrainStep(
+        NetWithLoss(net, ClassificationLoss(3)), opt, loss_scale=3e38, dynamic=True, scale_window=2, ema_decay=0.5
+    )
+    x = Tensor(np.full((2, 4), 100.0, np.float32))
+    y = Tensor(np.array([0, 2], np.int32))
+    before = net.weight.asnumpy().copy()
+    _, finite, scale = step(x, y)  # 3e38 times weight gradients of order 10 overflows float32
+    assert not bool(finite.asnumpy()) and float(scale.asnumpy()) == pytest.approx(3e38)
+    np.testing.assert_array_equal(net.weight.asnumpy(), before)
+    assert float(step.scale.asnumpy()) == pytest.approx(1.5e38)
+    assert np.array_equal(step.ema[0].asnumpy(), before)
+    step.scale.set_data(Tensor(np.float32(1024.0)))
+    for _ in range(2):
+        _, finite, _ = step(x, y)
+        assert bool(finite.asnumpy())
+    assert float(step.scale.asnumpy()) == pytest.approx(2048.0)  # grown after scale_window finite steps
+    assert not np.array_equal(net.weight.asnumpy(), before)
+    assert not np.array_equal(step.ema[0].asnumpy(), before)  # EMA follows the updates
