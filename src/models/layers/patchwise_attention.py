@@ -235,7 +235,10 @@ class PatchwiseAttentionACmix(nn.Cell):
         self.group_conv_impl = resolve_group_conv_impl(group_conv_impl)
         k2 = kernel_att * kernel_att
         # the Conv2D primitive is documented for Ascend, GPU and CPU (the functional ops.conv2d omits CPU)
-        self._conv1x1 = ops.Conv2D(out_channel=2 * rel_planes + mid_planes, kernel_size=1)
+        # tuple attributes, which the ONNX exporter needs
+        self._conv1x1 = ops.Conv2D(
+            2 * rel_planes + mid_planes, (1, 1), pad=(0, 0, 0, 0), stride=(1, 1), dilation=(1, 1)
+        )
         self._conv_w_last = ops.Conv2D(out_channel=k2 * cw, kernel_size=1)
 
         self.conv1 = nn.Conv2d(in_planes, rel_planes, 1, has_bias=True)
