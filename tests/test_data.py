@@ -25,7 +25,7 @@ def make_cfg(data_dir: Path, **overrides) -> SimpleNamespace:
         batch_size=2, eval_batch_size=0, img_size=16, num_classes=3, train_crop="random_resized", crop_padding=2,
         scale=[0.08, 1.0], ratio=[0.75, 4 / 3], hflip=0.5, color_jitter=0.4, auto_augment="rand-m9-mstd0.5-inc1",
         reprob=0.25, mixup=0.0, cutmix=0.0, mixup_prob=1.0, mixup_switch_prob=0.5, label_smoothing=0.1,
-        interpolation="bicubic", crop_pct=0.875, mean=MEAN, std=STD, seed=0, steps_per_epoch=0,
+        interpolation="bicubic", crop_pct=0.875, mean=MEAN, std=STD, seed=0, steps_per_epoch=0, shuffle=True,
     )  # fmt: skip
     cfg.update(overrides)
     return SimpleNamespace(**cfg)
