@@ -41,6 +41,8 @@ class RunEnv:
 
 def _set_device(ms, device_target: str) -> None:
     device_id = int(os.environ.get("DEVICE_ID", "0")) if device_target != "CPU" else None
+    if device_id is None and ms.get_context("device_target") == device_target:
+        return  # already set (a second run in one process); setting it again after start-up is an error
     if hasattr(ms, "set_device"):
         ms.set_device(device_target, device_id) if device_id is not None else ms.set_device(device_target)
     else:  # MindSpore < 2.5
