@@ -1,0 +1,594 @@
+"""Time and peak memory of ACmix in MindSpore, side by side with the official PyTorch code.
+
+Every (case, implementation) pair runs in a fresh process, so the peak memory of one case is not hidden by
+what an earlier case left in a memory pool.  In each process:
+
+1. build the model and the inputs (fixed seeds) and read the resident set size (VmRSS);
+2. MindSpore only: compile the graph (``Cell.compile``) and report its time and memory separately;
+3. reset the peak-RSS counter (``/proc/self/clear_refs``), run one warm-up call and ``--repeat`` timed calls.
+
+``peak_mib`` is the peak RSS increase over the RSS after step 1, compilation included: MindSpore's CPU
+backend keeps memory from compilation on (e.g. an index table per Transpose kernel, sized by its output), so
+leaving compilation out would hide part of what a run needs.  ``run_peak_mib`` is the increase over the RSS
+after compilation only (what ``benchmarks/acmix_memory.py`` reports); for PyTorch both are the same.  The
+model and, in MindSpore, the optimizer's momentum are in the baseline; activations, gradients, workspaces
+and PyTorch's lazily created gradient and momentum buffers are not.  Images/second = batch / median time.
+
+Forward cases run in eval mode (PyTorch under ``torch.no_grad()``); the module's forward+backward case takes
+the gradient of ``mean(out ** 2)`` with respect to the parameters; the model train-step cases are one SGD step
+(learning rate 1e-3, momentum 0.9, cross entropy on random labels) in train mode, in MindSpore a
+``TrainOneStepCell`` compiled once in graph mode.  PyTorch runs with ``torch.set_num_threads(2)``.
+
+    python benchmarks/bench.py                                   # MindSpore only, every case
+    python benchmarks/bench.py --official /tmp/acmix_official     # and the official code, case by case
+    python benchmarks/bench.py --cases module_fwd,resnet50_fwd --repeat 3 --json out.json
+    python benchmarks/bench.py --mixed_precision                 # adds the train steps under amp O2
+
+``--official`` is a checkout of https://github.com/LeapLabTHU/ACmix; its files are imported from there at run
+time (``timm`` and ``torchvision``, which it imports for a few helpers, are replaced by small stand-ins when
+they are not installed).  Prints a markdown table and writes JSON (``--json``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import types
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+
+ROOT = Path(__file__).resolve().parents[1]
+MIB = 1024.0
+LR = 1e-3
+MOMENTUM = 0.9
+TORCH_THREADS = 2
+MODULE_CHANNELS = 64
+
+
+@dataclass(frozen=True)
+class Case:
+    """One benchmark case.
+
+    Args:
+        name: the name used by ``--cases``.
+        model: ``"module"`` (one ACmix cell) or a registry name.
+        train: backward pass (module) or one SGD step (models) instead of an eval forward.
+        size: default input height and width.
+        official: which official code builds the counterpart (``module``, ``resnet50``, ``swin_tiny``) or None.
+    """
+
+    name: str
+    model: str
+    train: bool
+    size: int
+    official: Optional[str]
+
+
+CASES: Dict[str, Case] = {
+    c.name: c
+    for c in (
+        Case("module_fwd", "module", False, 56, "module"),
+        Case("module_fwdbwd", "module", True, 56, "module"),
+        Case("resnet50_fwd", "acmix_resnet50", False, 224, "resnet50"),
+        Case("resnet50_train", "acmix_resnet50", True, 224, "resnet50"),
+        Case("swin_tiny_fwd", "acmix_swin_tiny", False, 224, "swin_tiny"),
+        Case("swin_tiny_train", "acmix_swin_tiny", True, 224, "swin_tiny"),
+        Case("pvt_tiny_fwd", "acmix_pvt_tiny", False, 224, None),
+        Case("pvt_tiny_train", "acmix_pvt_tiny", True, 224, None),
+        Case("san10_fwd", "acmix_san10", False, 224, None),
+        Case("san10_train", "acmix_san10", True, 224, None),
+    )
+}
+IMPLS = ("mindspore", "official", "mindspore_o2")
+OFFICIAL_FILES = (
+    "ResNet/test_bottleneck.py",
+    "ResNet/ResNet_ImageNet.py",
+    "Swin-Transformer/models/swin_transformer_acmix.py",
+)
+
+
+# ----------------------------------------------------------------------------------------------- measuring
+
+
+def _status_mib(field: str) -> float:
+    """A field of /proc/self/status (``VmRSS``, ``VmHWM``) in MiB."""
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1]) / MIB
+    raise RuntimeError(f"{field} not in /proc/self/status (Linux only)")
+
+
+def _reset_peak() -> float:
+    """Reset VmHWM to the current RSS; returns that RSS in MiB."""
+    rss = _status_mib("VmRSS")
+    with open("/proc/self/clear_refs", "w") as f:
+        f.write("5")
+    return rss
+
+
+def _measure(run: Callable[[], None], repeat: int) -> Dict[str, Any]:
+    """Warm-up call then ``repeat`` timed calls; peak RSS increase over the RSS just before them."""
+    rss0 = _reset_peak()
+    t0 = time.perf_counter()
+    run()
+    first = time.perf_counter() - t0
+    times = []
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        run()
+        times.append(time.perf_counter() - t0)
+    return {
+        "run_peak_mib": round(_status_mib("VmHWM") - rss0, 1),
+        "first_call_s": round(first, 4),
+        "times_s": [round(t, 4) for t in times],
+        "median_s": round(statistics.median(times), 4),
+        "min_s": round(min(times), 4),
+    }
+
+
+def _inputs(case: Case, batch: int, size: int) -> Tuple[Any, Any]:
+    """Seeded float32 images (or feature maps) and int32 labels as numpy arrays."""
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    channels = MODULE_CHANNELS if case.model == "module" else 3
+    x = rng.standard_normal((batch, channels, size, size)).astype(np.float32)
+    y = rng.integers(0, 1000, size=(batch,)).astype(np.int32)
+    return x, y
+
+
+def _ms_model(case: Case, size: int):
+    """The MindSpore network of a case."""
+    from src.models import create_model
+    from src.models.layers import ACmix
+
+    if case.model == "module":
+        return ACmix(MODULE_CHANNELS, MODULE_CHANNELS)
+    try:
+        return create_model(case.model, num_classes=1000, img_size=size)
+    except TypeError as exc:  # convolutional hosts take any size and no img_size
+        if "img_size" not in str(exc):
+            raise
+    return create_model(case.model, num_classes=1000)
+
+
+def run_mindspore(case: Case, batch: int, size: int, repeat: int, amp_dtype: Optional[str] = None) -> Dict[str, Any]:
+    """Measure one case with this package in MindSpore graph mode (in the calling process).
+
+    Args:
+        case: the case.
+        batch: batch size.
+        size: input height and width.
+        repeat: timed calls after the warm-up.
+        amp_dtype: None (fp32) or ``"float16"``/``"bfloat16"`` for ``auto_mixed_precision(net, "O2")``.
+    """
+    sys.path.insert(0, str(ROOT))
+    import mindspore as ms
+    from mindspore import nn
+
+    ms.set_context(mode=ms.GRAPH_MODE, device_target="CPU")
+    ms.set_seed(0)
+    x_np, y_np = _inputs(case, batch, size)
+    net = _ms_model(case, size)
+    if amp_dtype is not None:
+        net = ms.amp.auto_mixed_precision(net, "O2", dtype=getattr(ms, amp_dtype))
+    x, y = ms.Tensor(x_np), ms.Tensor(y_np)
+
+    if not case.train:
+        net.set_train(False)
+        cell, args = net, (x,)
+    elif case.model == "module":
+        params = net.trainable_params()
+
+        class GradStep(nn.Cell):
+            def __init__(self) -> None:
+                super().__init__()
+                self.net = net
+                self.grad = ms.value_and_grad(self.loss, None, params)
+
+            def loss(self, inp):
+                return (self.net(inp).astype(ms.float32) ** 2).mean()
+
+            def construct(self, inp):
+                return self.grad(inp)  # every gradient is an output, so none is pruned
+
+        cell, args = GradStep(), (x,)
+        cell.set_train(True)
+    else:
+        opt = nn.SGD(net.trainable_params(), learning_rate=LR, momentum=MOMENTUM)
+        cell = nn.TrainOneStepCell(nn.WithLossCell(net, nn.CrossEntropyLoss()), opt)
+        cell.set_train(True)
+        args = (x, y)
+
+    rss_build = _reset_peak()
+    t0 = time.perf_counter()
+    cell.compile(*args)
+    compile_s = time.perf_counter() - t0
+    compile_peak = _status_mib("VmHWM") - rss_build
+    compile_kept = _status_mib("VmRSS") - rss_build
+
+    def once() -> None:
+        out = cell(*args)
+        (out[0] if isinstance(out, tuple) else out).asnumpy()
+
+    res = _measure(once, repeat)
+    res.update(
+        peak_mib=round(max(compile_peak, compile_kept + res["run_peak_mib"]), 1),
+        compile_s=round(compile_s, 2),
+        compile_peak_mib=round(compile_peak, 1),
+        compile_kept_mib=round(compile_kept, 1),
+        framework=f"mindspore {ms.__version__}",
+        precision=amp_dtype or "float32",
+    )
+    return res
+
+
+# ----------------------------------------------------------------------------------- the official code
+
+
+def _stand_in_modules() -> None:
+    """Minimal ``timm.models.layers`` and ``torchvision.models.utils`` where those packages are missing.
+
+    The official files import DropPath/to_2tuple/trunc_normal_ and load_state_dict_from_url from them; these
+    are small helpers, re-stated here so that the benchmark needs only torch.
+    """
+    import torch
+
+    if importlib.util.find_spec("timm") is None:
+
+        class DropPath(torch.nn.Module):
+            """Zero whole samples of the residual branch with probability ``drop_prob`` (train mode)."""
+
+            def __init__(self, drop_prob: float = 0.0) -> None:
+                super().__init__()
+                self.drop_prob = float(drop_prob or 0.0)
+
+            def forward(self, x: torch.Tensor) -> torch.Tensor:
+                if not self.training or self.drop_prob == 0.0:
+                    return x
+                keep = 1.0 - self.drop_prob
+                mask = x.new_empty((x.shape[0],) + (1,) * (x.ndim - 1)).bernoulli_(keep)
+                return x * mask / keep
+
+        def to_2tuple(v):
+            return tuple(v) if isinstance(v, (tuple, list)) else (v, v)
+
+        def trunc_normal_(t: torch.Tensor, mean: float = 0.0, std: float = 1.0, a: float = -2.0, b: float = 2.0):
+            return torch.nn.init.trunc_normal_(t, mean=mean, std=std, a=a, b=b)
+
+        layers = types.ModuleType("timm.models.layers")
+        layers.DropPath, layers.to_2tuple, layers.trunc_normal_ = DropPath, to_2tuple, trunc_normal_
+        models = types.ModuleType("timm.models")
+        models.layers = layers
+        timm = types.ModuleType("timm")
+        timm.models = models
+        sys.modules.update({"timm": timm, "timm.models": models, "timm.models.layers": layers})
+
+    if importlib.util.find_spec("torchvision") is None:
+        utils = types.ModuleType("torchvision.models.utils")
+        utils.load_state_dict_from_url = torch.hub.load_state_dict_from_url
+        models = types.ModuleType("torchvision.models")
+        models.utils = utils
+        tv = types.ModuleType("torchvision")
+        tv.models = models
+        sys.modules.update({"torchvision": tv, "torchvision.models": models, "torchvision.models.utils": utils})
+
+
+def _official_model(case: Case, size: int, root: Path):
+    """The official PyTorch network of a case, imported from the checkout ``root``."""
+    _stand_in_modules()
+    sys.path.insert(0, str(root / "ResNet"))  # ResNet_ImageNet imports test_bottleneck by that name
+    if case.official == "module":
+        from test_bottleneck import ACmix
+
+        return ACmix(MODULE_CHANNELS, MODULE_CHANNELS)
+    if case.official == "resnet50":
+        from ResNet_ImageNet import ACmix_ResNet
+
+        return ACmix_ResNet(layers=[3, 4, 6, 3], num_classes=1000)
+    if case.official == "swin_tiny":
+        path = root / "Swin-Transformer" / "models" / "swin_transformer_acmix.py"
+        spec = importlib.util.spec_from_file_location("official_swin_acmix", path)
+        mod = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(mod)
+        # the official acmix_swin_tiny config: embed 96, depths 2-2-6-2, heads 3-6-12-24, window 7, drop path 0.2
+        return mod.SwinTransformer_acmix(img_size=size, num_classes=1000, drop_path_rate=0.2)
+    raise ValueError(f"case {case.name} has no official counterpart")
+
+
+def run_official(
+    case: Case, batch: int, size: int, repeat: int, root: Path, threads: int = TORCH_THREADS
+) -> Dict[str, Any]:
+    """Measure one case with the official PyTorch code (in the calling process).
+
+    Args:
+        case: the case (``case.official`` must be set).
+        batch: batch size.
+        size: input height and width.
+        repeat: timed calls after the warm-up.
+        root: checkout of the official repository.
+        threads: ``torch.set_num_threads``.
+    """
+    import torch
+
+    torch.set_num_threads(threads)
+    torch.manual_seed(0)
+    x_np, y_np = _inputs(case, batch, size)
+    net = _official_model(case, size, root)
+    x, y = torch.from_numpy(x_np), torch.from_numpy(y_np).long()
+
+    if not case.train:
+        net.eval()
+
+        def once() -> None:
+            with torch.no_grad():
+                net(x)
+
+    elif case.model == "module":
+        net.train()
+
+        def once() -> None:
+            net.zero_grad(set_to_none=True)
+            (net(x) ** 2).mean().backward()
+
+    else:
+        net.train()
+        opt = torch.optim.SGD(net.parameters(), lr=LR, momentum=MOMENTUM)
+        loss_fn = torch.nn.CrossEntropyLoss()
+
+        def once() -> None:
+            opt.zero_grad(set_to_none=True)
+            loss = loss_fn(net(x), y)
+            loss.backward()
+            opt.step()
+            loss.item()
+
+    res = _measure(once, repeat)
+    res.update(
+        peak_mib=res["run_peak_mib"], compile_s=None, framework=f"torch {torch.__version__}", precision="float32"
+    )
+    return res
+
+
+# ------------------------------------------------------------------------------------------- the driver
+
+
+def _child(args: argparse.Namespace) -> Dict[str, Any]:
+    case_name, impl = args.child
+    case = CASES[case_name]
+    size = args.size or case.size
+    if impl == "official":
+        res = run_official(case, args.batch, size, args.repeat, Path(args.official), args.torch_threads)
+    elif impl == "mindspore":
+        res = run_mindspore(case, args.batch, size, args.repeat)
+    else:
+        res = run_mindspore(case, args.batch, size, args.repeat, amp_dtype=args.amp_dtype)
+    return res
+
+
+def _run_child(case: Case, impl: str, args: argparse.Namespace, amp_dtype: str = "float16") -> Dict[str, Any]:
+    """Run one (case, implementation) in a fresh interpreter; a failure becomes a result with an error."""
+    cmd = [sys.executable, str(Path(__file__).resolve()), "--child", case.name, impl]
+    cmd += ["--batch", str(args.batch), "--repeat", str(args.repeat), "--amp_dtype", amp_dtype]
+    cmd += ["--torch_threads", str(args.torch_threads)]
+    if args.size:
+        cmd += ["--size", str(args.size)]
+    if args.official:
+        cmd += ["--official", str(args.official)]
+    env = dict(
+        os.environ, GLOG_v="3", PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
+    )
+    head = {"case": case.name, "impl": impl, "batch": args.batch, "size": args.size or case.size}
+    head["load_avg_1min"] = round(os.getloadavg()[0], 2)
+    t0 = time.perf_counter()
+    try:
+        with tempfile.TemporaryDirectory(prefix="acmix_bench_") as cwd:  # graph-compile by-products land there
+            proc = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=cwd, timeout=args.timeout)
+    except subprocess.TimeoutExpired:
+        return {**head, "status": "failed", "error": f"timed out after {args.timeout} s"}
+    head["wall_s"] = round(time.perf_counter() - t0, 1)
+    lines = proc.stdout.strip().splitlines()
+    if proc.returncode != 0 or not lines:
+        err = [ln for ln in (proc.stderr + proc.stdout).strip().splitlines() if ln.strip()]
+        key = [ln for ln in err if "Error" in ln or "error" in ln]
+        code = f"killed by signal {-proc.returncode}" if proc.returncode < 0 else f"exit status {proc.returncode}"
+        if proc.returncode == -9:
+            code += " (out of memory?)"
+        error = " | ".join([code, *(key or err)[-3:]])[-600:]
+        return {**head, "status": "failed", "returncode": proc.returncode, "error": error}
+    res = json.loads(lines[-1])
+    res["images_per_s"] = round(args.batch / res["median_s"], 2) if res["median_s"] > 0 else None
+    return {**head, "status": "ok", **res}
+
+
+def _ratio(a: Optional[float], b: Optional[float]) -> Optional[float]:
+    return round(a / b, 3) if a is not None and b else None
+
+
+def _fmt(v: Any, digits: int = 2) -> str:
+    if v is None:
+        return "-"
+    if isinstance(v, float):
+        return f"{v:,.{digits}f}"
+    return str(v)
+
+
+def _get(rows: List[Dict[str, Any]], case: str, impl: str) -> Optional[Dict[str, Any]]:
+    return next((r for r in rows if r["case"] == case and r["impl"] == impl), None)
+
+
+def summarize(rows: List[Dict[str, Any]], cases: Sequence[Case]) -> Tuple[List[Dict[str, Any]], str]:
+    """Per-case comparison (MindSpore / official) and the markdown tables.
+
+    Args:
+        rows: results of every run.
+        cases: the cases, in order.
+    """
+
+    def val(r: Optional[Dict[str, Any]], key: str) -> Optional[float]:
+        return r.get(key) if r and r.get("status") == "ok" else None
+
+    comparison, out = [], []
+    out.append(
+        "| case | batch | size | MS compile s | MS median s | official median s | time ratio | MS peak MiB "
+        "| (of it after compile) | official peak MiB | mem ratio | MS img/s | official img/s |"
+    )
+    out.append("|" + "---|" * 13)
+    for case in cases:
+        ms_r, of_r = _get(rows, case.name, "mindspore"), _get(rows, case.name, "official")
+        if ms_r is None:
+            continue
+        item = {
+            "case": case.name,
+            "time_ratio": _ratio(val(ms_r, "median_s"), val(of_r, "median_s")),
+            "mem_ratio": _ratio(val(ms_r, "peak_mib"), val(of_r, "peak_mib")),
+        }
+        comparison.append(item)
+        ms_med = val(ms_r, "median_s") if ms_r["status"] == "ok" else "failed"
+        of_med = "n/a" if of_r is None else (val(of_r, "median_s") if of_r["status"] == "ok" else "failed")
+        cells = [
+            case.name,
+            ms_r["batch"],
+            ms_r["size"],
+            _fmt(val(ms_r, "compile_s"), 1),
+            _fmt(ms_med, 3),
+            _fmt(of_med, 3),
+            _fmt(item["time_ratio"]),
+            _fmt(val(ms_r, "peak_mib"), 0),
+            _fmt(val(ms_r, "run_peak_mib"), 0),
+            _fmt(val(of_r, "peak_mib"), 0),
+            _fmt(item["mem_ratio"]),
+            _fmt(val(ms_r, "images_per_s"), 1),
+            _fmt(val(of_r, "images_per_s"), 1),
+        ]
+        out.append("| " + " | ".join(str(c) for c in cells) + " |")
+
+    amp = [r for r in rows if r["impl"] == "mindspore_o2"]
+    if amp:
+        out += ["", "| case | amp O2 dtype | status | compile s | median s | fp32 median s | speed-up | peak MiB |"]
+        out.append("|" + "---|" * 8)
+        for r in amp:
+            fp32 = val(_get(rows, r["case"], "mindspore"), "median_s")
+            status = "ok" if r["status"] == "ok" else f"failed: {r['error'][:160]}"
+            if r.get("float16_error"):
+                status = f"float16 failed: {r['float16_error'][:160]}; bfloat16 {status}"
+            status = status.replace("|", "/")  # keep the markdown row intact
+            cells = [
+                r["case"],
+                r.get("amp_dtype", "-"),
+                status,
+                _fmt(val(r, "compile_s"), 1),
+                _fmt(val(r, "median_s"), 3),
+                _fmt(fp32, 3),
+                _fmt(_ratio(fp32, val(r, "median_s"))),
+                _fmt(val(r, "peak_mib"), 0),
+            ]
+            out.append("| " + " | ".join(str(c) for c in cells) + " |")
+    return comparison, "\n".join(out)
+
+
+def _parse_cases(text: str) -> List[Case]:
+    names = [n.strip() for n in text.split(",") if n.strip()]
+    unknown = [n for n in names if n not in CASES]
+    if unknown or not names:
+        raise argparse.ArgumentTypeError(f"unknown case(s) {unknown}; choose from {', '.join(CASES)}")
+    return [CASES[n] for n in names]
+
+
+def _official_usable(path: Optional[Path]) -> Tuple[bool, str]:
+    if path is None:
+        return False, "not requested"
+    missing = [f for f in OFFICIAL_FILES if not (path / f).is_file()]
+    if missing:
+        return False, f"{path} lacks {', '.join(missing)}"
+    if importlib.util.find_spec("torch") is None:
+        return False, "torch is not importable"
+    return True, "ok"
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    """Command line entry point.
+
+    Args:
+        argv: arguments (default: ``sys.argv[1:]``).
+    """
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--official", type=Path, default=None, help="checkout of the official ACmix repository")
+    parser.add_argument("--cases", type=_parse_cases, default=list(CASES.values()), help="comma-separated names")
+    parser.add_argument("--json", type=Path, default=None, help="write the results here")
+    parser.add_argument("--repeat", type=int, default=5, help="timed calls after one warm-up call")
+    parser.add_argument("--batch", type=int, default=8)
+    parser.add_argument("--size", type=int, default=None, help="input size of every case (default: 56 / 224)")
+    parser.add_argument("--mixed_precision", action="store_true", help="also run MindSpore train steps under amp O2")
+    parser.add_argument("--torch_threads", type=int, default=TORCH_THREADS, help="torch.set_num_threads")
+    parser.add_argument("--timeout", type=int, default=1800, help="seconds per (case, implementation) process")
+    parser.add_argument("--child", nargs=2, metavar=("CASE", "IMPL"), help=argparse.SUPPRESS)
+    parser.add_argument("--amp_dtype", default="float16", choices=("float16", "bfloat16"), help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if min(args.batch, args.repeat, args.timeout, args.torch_threads) < 1 or (args.size is not None and args.size < 1):
+        parser.error("batch, repeat, timeout and size must be >= 1")
+
+    if args.child:
+        if args.child[0] not in CASES or args.child[1] not in IMPLS:
+            parser.error(f"bad --child {args.child}")
+        print(json.dumps(_child(args)))
+        return 0
+
+    use_official, why = _official_usable(args.official)
+    if args.official is not None and not use_official:
+        print(f"warning: not running the official code: {why}", file=sys.stderr)
+    rows: List[Dict[str, Any]] = []
+    for case in args.cases:
+        plan = ["mindspore"]
+        if use_official and case.official:
+            plan.append("official")
+        if args.mixed_precision and case.train:
+            plan.append("mindspore_o2")
+        for impl in plan:
+            res = _run_child(case, impl, args)
+            if impl == "mindspore_o2":
+                res["amp_dtype"] = "float16"
+                if res["status"] != "ok" and res.get("returncode", 1) > 0:  # fp16 refused (not killed): try bf16
+                    alt = _run_child(case, impl, args, amp_dtype="bfloat16")
+                    alt["amp_dtype"] = "bfloat16"
+                    alt["float16_error"] = res.get("error")
+                    res = alt
+            rows.append(res)
+            done = f"{res.get('median_s')} s, peak {res.get('peak_mib')} MiB" if res["status"] == "ok" else res["error"]
+            print(f"[{case.name} / {impl}] {done}", file=sys.stderr, flush=True)
+
+    comparison, table = summarize(rows, args.cases)
+    print(
+        f"batch {args.batch}, fp32 unless noted, median of {args.repeat} calls after one warm-up, "
+        f"torch threads {args.torch_threads}, CPU cores {os.cpu_count()}; ratios are MindSpore / official"
+    )
+    print(table)
+    if args.json:
+        setting = {
+            "batch": args.batch,
+            "size_override": args.size,
+            "repeat": args.repeat,
+            "torch_threads": args.torch_threads,
+            "cpu_count": os.cpu_count(),
+            "official": str(args.official) if use_official else None,
+            "official_skipped_because": None if use_official or args.official is None else why,
+            "mixed_precision": args.mixed_precision,
+            "sgd": {"lr": LR, "momentum": MOMENTUM},
+        }
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps({"setting": setting, "results": rows, "comparison": comparison}, indent=2))
+        print(f"wrote {args.json}")
+    return 0 if all(r["status"] == "ok" for r in rows) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
