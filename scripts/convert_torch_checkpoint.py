@@ -63,7 +63,7 @@ def main(argv=None) -> int:
     parser.add_argument("--force", action="store_true", help="overwrite --out if it exists")
     args = parser.parse_args(argv)
 
-    from src.checkpoint import save_checkpoint
+    from src.checkpoint import param_mismatches, save_checkpoint
     from src.models import create_model
     from src.models.convert import convert_state_dict
 
@@ -79,13 +79,7 @@ def main(argv=None) -> int:
     params = convert_state_dict(state)
     net = create_model(args.model, num_classes=args.num_classes, **kwargs)
     own = net.parameters_dict()
-    unmapped = sorted(set(params) - set(own))
-    missing = sorted(set(own) - set(params))
-    wrong = [
-        f"{k}: official {tuple(params[k].shape)} vs model {tuple(own[k].shape)}"
-        for k in sorted(set(own) & set(params))
-        if tuple(params[k].shape) != tuple(own[k].shape)
-    ]
+    missing, unmapped, wrong = param_mismatches(own, params, source="official")
     print(f"{args.src}: {len(state)} tensors -> {len(params)} parameters; model {args.model} has {len(own)}")
     if unmapped or missing or wrong:
         for title, items in (("did not map", unmapped), ("not in the checkpoint", missing), ("wrong shape", wrong)):

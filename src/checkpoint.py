@@ -24,6 +24,7 @@ __all__ = [
     "read_checkpoint",
     "load_model_weights",
     "restore_train_state",
+    "param_mismatches",
 ]
 
 _EPOCH_RE = re.compile(r"_epoch(\d+)\.ckpt$")
@@ -101,6 +102,26 @@ def read_checkpoint(path: str) -> Tuple[Dict[str, Parameter], Dict[str, float]]:
     return raw, meta
 
 
+def param_mismatches(
+    own: Dict[str, Parameter], loaded: Dict[str, Parameter], source: str = "checkpoint"
+) -> Tuple[List[str], List[str], List[str]]:
+    """(missing, unexpected, wrong shape) between a model's parameters and loaded ones, each sorted.
+
+    Args:
+        own: the model's ``parameters_dict()``.
+        loaded: name -> loaded parameter.
+        source: what the loaded tensors are called in the wrong-shape lines.
+    """
+    missing = sorted(set(own) - set(loaded))
+    unexpected = sorted(set(loaded) - set(own))
+    wrong = [
+        f"{k}: {source} {tuple(loaded[k].shape)} vs model {tuple(own[k].shape)}"
+        for k in sorted(set(own) & set(loaded))
+        if tuple(loaded[k].shape) != tuple(own[k].shape)
+    ]
+    return missing, unexpected, wrong
+
+
 def _model_view(params: Dict[str, Parameter], use_ema: bool) -> Dict[str, Parameter]:
     """Model weights of a checkpoint: the EMA copies where present and wanted, else the raw weights."""
     model = {k: v for k, v in params.items() if not k.startswith(_TRAIN_STATE_PREFIXES)}
@@ -127,13 +148,7 @@ def load_model_weights(network: nn.Cell, path: str, use_ema: bool = True) -> Dic
     params, meta = read_checkpoint(path)
     weights = _model_view(params, use_ema)
     own = network.parameters_dict()
-    missing = sorted(set(own) - set(weights))
-    unexpected = sorted(set(weights) - set(own))
-    wrong = [
-        f"{k}: checkpoint {tuple(weights[k].shape)} vs model {tuple(own[k].shape)}"
-        for k in sorted(set(own) & set(weights))
-        if tuple(weights[k].shape) != tuple(own[k].shape)
-    ]
+    missing, unexpected, wrong = param_mismatches(own, weights)
     if missing or unexpected or wrong:
         lines = [f"checkpoint {path} does not fit the model:"]
         for title, items in (("missing", missing), ("unexpected", unexpected), ("wrong shape", wrong)):
@@ -158,9 +173,10 @@ def restore_train_state(train_step: nn.Cell, path: str) -> Dict[str, float]:
         path: training checkpoint.
     """
     params, meta = read_checkpoint(path)
+    if "global_step" not in meta or "epoch" not in meta:
+        raise CheckpointError(f"{path} has no epoch/global_step: not a training checkpoint of this project")
     own = train_step.parameters_dict()
-    missing = sorted(set(own) - set(params))
-    wrong = sorted(k for k in set(own) & set(params) if tuple(own[k].shape) != tuple(params[k].shape))
+    missing, _, wrong = param_mismatches(own, params)
     if missing or wrong:
         raise CheckpointError(
             f"cannot resume from {path}: missing {missing[:10]} wrong shape {wrong[:10]} "
@@ -168,6 +184,4 @@ def restore_train_state(train_step: nn.Cell, path: str) -> Dict[str, float]:
         )
     for name, p in own.items():
         p.set_data(_as_tensor(params[name], p))
-    if "global_step" not in meta or "epoch" not in meta:
-        raise CheckpointError(f"{path} has no epoch/global_step: not a training checkpoint of this project")
     return meta
