@@ -26,7 +26,7 @@ import numpy as np
 from mindspore import Parameter, Tensor, nn, ops
 from mindspore.common.initializer import TruncatedNormal, initializer
 
-from .layers.common import DropPath, Mlp, PatchEmbed, layer_norm, roll2d
+from .layers.common import DropPath, Mlp, PatchEmbed, compact_transpose, layer_norm, roll2d
 from .layers.window_attention import WindowAttentionACmix
 from .registry import register_model
 
@@ -157,7 +157,9 @@ class PatchMerging(nn.Cell):
         h, w = self.input_resolution
         b, _, c = x.shape
         # (B, H/2, row phase, W/2, col phase, C) -> channels ordered col phase outer, row phase inner
-        x = x.reshape(b, h // 2, 2, w // 2, 2, c).transpose(0, 1, 3, 4, 2, 5).reshape(b, (h // 2) * (w // 2), 4 * c)
+        x = compact_transpose(x.reshape(b, h // 2, 2, w // 2, 2, c), (0, 1, 3, 4, 2, 5)).reshape(
+            b, (h // 2) * (w // 2), 4 * c
+        )
         return self.reduction(self.norm(x))
 
 

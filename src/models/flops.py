@@ -24,7 +24,7 @@ from .acmix_san import ACmixSAN, SANBottleneck
 from .acmix_swin import BasicLayer, PatchMerging, SwinTransformerACmix, SwinTransformerBlock
 from .layers import ACmix
 from .layers.attention import GlobalACmix2d, WindowACmix2d
-from .layers.common import DropPath, Mlp, PatchEmbed
+from .layers.common import DropPath, ErfGELU, Mlp, PatchEmbed
 from .layers.global_attention import GlobalAttentionACmix
 from .layers.patchwise_attention import PatchwiseAttentionACmix
 from .layers.window_attention import WindowAttentionACmix
@@ -33,7 +33,7 @@ __all__ = ["count_macs", "count_params"]
 
 Shape = Tuple[int, ...]
 _RULES: Dict[type, Callable[[nn.Cell, Shape], Tuple[int, Shape]]] = {}
-_ZERO_COST = (nn.BatchNorm2d, nn.LayerNorm, nn.ReLU, nn.GELU, nn.Dropout, DropPath, nn.Identity)
+_ZERO_COST = (nn.BatchNorm2d, nn.LayerNorm, nn.ReLU, nn.GELU, ErfGELU, nn.Dropout, DropPath, nn.Identity)
 
 
 def _rule(cls: type):

@@ -49,7 +49,7 @@ from mindspore import Parameter, Tensor, nn, ops
 from mindspore import dtype as mstype
 
 from .acmix import acmix_conv_path, shift_kernel
-from .common import layer_norm
+from .common import compact_transpose, layer_norm
 from .group_conv import resolve_group_conv_impl
 
 __all__ = ["GlobalAttentionACmix", "nearest_upsample"]
@@ -168,7 +168,7 @@ class GlobalAttentionACmix(nn.Cell):
         """
         b, h, w, c3 = qkv.shape
         nh, hd = self.num_heads, self.head_dim
-        feats = qkv.reshape(b, h, w, 3 * nh, hd).transpose(0, 4, 3, 1, 2).reshape(b, c3, h, w)
+        feats = compact_transpose(qkv.reshape(b, h, w, 3 * nh, hd), (0, 4, 3, 1, 2)).reshape(b, c3, h, w)
         out = acmix_conv_path(feats, self.fc.weight, self.fc.bias, self.dep_conv.weight, hd, impl=self.group_conv_impl)
         return out.reshape(b, self.dim, h * w).transpose(0, 2, 1)
 
@@ -196,7 +196,7 @@ class GlobalAttentionACmix(nn.Cell):
 
         # Stage II, attention path: every query against all (reduced) keys
         qa = (q * self.scale).reshape(b, n, nh, hd).transpose(0, 2, 1, 3).reshape(b * nh, n, hd)
-        kva = kv.reshape(b, nr, 2, nh, hd).transpose(2, 0, 3, 1, 4)  # (2, B, nh, Nr, hd)
+        kva = compact_transpose(kv.reshape(b, nr, 2, nh, hd), (2, 0, 3, 1, 4))  # (2, B, nh, Nr, hd)
         k = ops.slice(kva, (0, 0, 0, 0, 0), (1, b, nh, nr, hd)).reshape(b * nh, nr, hd)
         v = ops.slice(kva, (1, 0, 0, 0, 0), (1, b, nh, nr, hd)).reshape(b * nh, nr, hd)
         logits = ops.bmm(qa, k.transpose(0, 2, 1))

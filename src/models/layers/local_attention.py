@@ -25,6 +25,8 @@ from __future__ import annotations
 from mindspore import Tensor, ops
 from mindspore import dtype as mstype
 
+from .common import compact_transpose
+
 __all__ = ["reflect_indices", "clamp_stride_indices", "blocked_local_attention", "unfold_local_attention"]
 
 _NEG = -1e9  # additive mask value for the fp32 logits; exp() of it is exactly 0
@@ -102,7 +104,7 @@ def _tiles(x: Tensor, n_rows: int, n_cols: int, size_h: int, size_w: int, step_h
             cols = cols + (ops.slice(rows, (0, 0, 0, 0, 0, j * step_w), (b, d, g, n_rows, size_h, size_w)),)
         tiles = ops.stack(cols, 5)
     # (B, D, G, nr, sh, nc, sw) -> (B, G, nr, nc, sh, sw, D)
-    tiles = tiles.transpose(0, 2, 3, 5, 4, 6, 1)
+    tiles = compact_transpose(tiles, (0, 2, 3, 5, 4, 6, 1))
     return tiles.reshape(b * g * n_rows * n_cols, size_h * size_w, d)
 
 
@@ -164,7 +166,7 @@ def blocked_local_attention(
     logits = ops.bmm(q_t, k_t.transpose(0, 2, 1)).astype(mstype.float32) + bias.reshape(bh * bw, hh * hw)
     attn = ops.softmax(logits, -1).astype(v_t.dtype)
     out = ops.bmm(attn, v_t)  # (T, bh*bw, D)
-    out = out.reshape(b, g, nbh, nbw, bh, bw, d).transpose(0, 1, 6, 2, 4, 3, 5)
+    out = compact_transpose(out.reshape(b, g, nbh, nbw, bh, bw, d), (0, 1, 6, 2, 4, 3, 5))
     out = out.reshape(b, g * d, nbh * bh, nbw * bw)
     return ops.slice(out, (0, 0, 0, 0), (b, g * d, ho, wo))
 
@@ -185,13 +187,13 @@ def unfold_local_attention(q: Tensor, k: Tensor, v: Tensor, kernel: int, stride:
     b, d, g, h, w = q.shape
     ho, wo = (h + stride - 1) // stride, (w + stride - 1) // stride
     pad = (kernel - 1) // 2
-    q = q.transpose(0, 2, 1, 3, 4).reshape(b * g, d, h, w)
+    q = compact_transpose(q, (0, 2, 1, 3, 4)).reshape(b * g, d, h, w)
     q = ops.gather(ops.gather(q, clamp_stride_indices(h, stride, ho), 2), clamp_stride_indices(w, stride, wo), 3)
     rows = reflect_indices(h, pad, h + 2 * pad)
     cols = reflect_indices(w, pad, w + 2 * pad)
 
     def unfold(x: Tensor) -> Tensor:
-        x = x.transpose(0, 2, 1, 3, 4).reshape(b * g, d, h, w)
+        x = compact_transpose(x, (0, 2, 1, 3, 4)).reshape(b * g, d, h, w)
         x = ops.gather(ops.gather(x, rows, 2), cols, 3)
         x = ops.unfold(x, kernel, stride=stride)  # (b*g, d*k*k, L)
         return x.reshape(b * g, d, kernel * kernel, ho, wo)

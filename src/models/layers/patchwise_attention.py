@@ -56,6 +56,7 @@ import numpy as np
 from mindspore import Parameter, Tensor, nn, ops
 
 from .acmix import acmix_conv_path, shift_kernel
+from .common import compact_transpose
 from .group_conv import resolve_group_conv_impl, zero_pad
 from .local_attention import clamp_stride_indices, reflect_indices
 
@@ -163,14 +164,16 @@ class PatchwiseAggregation(nn.Cell):
         if self.impl == "unfold":
             xp = ops.gather(ops.gather(x, reflect_indices(h, p, h + 2 * p), 2), reflect_indices(wd, p, wd + 2 * p), 3)
             u = ops.unfold(xp, k, dilation=self.dilation, stride=s).reshape(b, c // cw, cw, k * k, ho, wo)
-            wb = ops.broadcast_to(w.transpose(0, 2, 1, 3, 4).reshape(b, 1, cw, k * k, ho, wo), u.shape)
+            wb = ops.broadcast_to(compact_transpose(w, (0, 2, 1, 3, 4)).reshape(b, 1, cw, k * k, ho, wo), u.shape)
             return (u * wb).sum(3).reshape(b, c, ho, wo)
         hq, wq = ho + self.tap_sum.reach + 1, wo + self.tap_sum.reach + 1  # rows/columns of one phase
         xp = ops.gather(ops.gather(x, reflect_indices(h, p, s * hq), 2), reflect_indices(wd, p, s * wq), 3)
         if s == 1:
             xph = xp.reshape(b, c // cw, cw, hq, wq)
         else:
-            xph = xp.reshape(b, c, hq, s, wq, s).transpose(0, 3, 5, 1, 2, 4).reshape(b, s * s * c // cw, cw, hq, wq)
+            xph = compact_transpose(xp.reshape(b, c, hq, s, wq, s), (0, 3, 5, 1, 2, 4)).reshape(
+                b, s * s * c // cw, cw, hq, wq
+            )
         return self.tap_sum(xph, w).reshape(b, c, ho, wo)
 
 
@@ -286,7 +289,9 @@ class PatchwiseAttentionACmix(nn.Cell):
         feats = self.stage1(x)
 
         # Stage II, convolution path: group j of the grouped convolution reads index j of all G3 feature groups
-        grouped = feats.reshape(b, self.groups3, cw, h, w).transpose(0, 2, 1, 3, 4).reshape(b, cw * self.groups3, h, w)
+        grouped = compact_transpose(feats.reshape(b, self.groups3, cw, h, w), (0, 2, 1, 3, 4)).reshape(
+            b, cw * self.groups3, h, w
+        )
         out_conv = acmix_conv_path(grouped, self.fc.weight, None, self.dep_conv.weight, cw, s, d, self.group_conv_impl)
 
         # Stage II, attention path
@@ -304,7 +309,7 @@ class PatchwiseAttentionACmix(nn.Cell):
         # conv_w's last 1x1 convolution with its output rows reordered tap-major (official order: j*k*k + tap),
         # so that the aggregation reads each tap's weights as one contiguous block
         last = self.conv_w[5]
-        wl = last.weight.reshape(cw, k * k, cw, 1, 1).transpose(1, 0, 2, 3, 4).reshape(k * k * cw, cw, 1, 1)
+        wl = compact_transpose(last.weight.reshape(cw, k * k, cw, 1, 1), (1, 0, 2, 3, 4)).reshape(k * k * cw, cw, 1, 1)
         bl = last.bias.reshape(cw, k * k).transpose(1, 0).reshape(k * k * cw)
         weight = ops.bias_add(self._conv_w_last(weight, wl.astype(x.dtype)), bl.astype(x.dtype))
         out_att = self.aggregation(x3, weight.reshape(b, k * k, cw, ho, wo))

@@ -24,6 +24,7 @@ from mindspore import Parameter, Tensor, nn, ops
 from mindspore.common.initializer import TruncatedNormal, initializer
 
 from .acmix import acmix_conv_path, shift_kernel
+from .common import compact_transpose
 from .group_conv import resolve_group_conv_impl
 
 __all__ = ["WindowAttentionACmix", "relative_position_index", "window_partition", "window_reverse"]
@@ -49,7 +50,7 @@ def window_partition(x: Tensor, ws: int) -> Tensor:
         ws: window size.
     """
     b, h, w, c = x.shape
-    x = x.reshape(b, h // ws, ws, w // ws, ws, c).transpose(0, 1, 3, 2, 4, 5)
+    x = compact_transpose(x.reshape(b, h // ws, ws, w // ws, ws, c), (0, 1, 3, 2, 4, 5))
     return x.reshape(b * (h // ws) * (w // ws), ws * ws, c)
 
 
@@ -64,7 +65,7 @@ def window_reverse(windows: Tensor, ws: int, h: int, w: int) -> Tensor:
     """
     c = windows.shape[-1]
     b = windows.shape[0] // ((h // ws) * (w // ws))
-    x = windows.reshape(b, h // ws, w // ws, ws, ws, c).transpose(0, 1, 3, 2, 4, 5)
+    x = compact_transpose(windows.reshape(b, h // ws, w // ws, ws, ws, c), (0, 1, 3, 2, 4, 5))
     return x.reshape(b, h, w, c)
 
 
@@ -151,7 +152,7 @@ class WindowAttentionACmix(nn.Cell):
         qkv = self.qkv(x)  # (B, H, W, 3C), channel t*C + h*hd + d
 
         # convolution path on the whole map; groups g = t*nh + h, index d
-        feats = qkv.reshape(b, h, w, 3 * nh, hd).transpose(0, 4, 3, 1, 2).reshape(b, hd * 3 * nh, h, w)
+        feats = compact_transpose(qkv.reshape(b, h, w, 3 * nh, hd), (0, 4, 3, 1, 2)).reshape(b, hd * 3 * nh, h, w)
         out_conv = acmix_conv_path(
             feats, self.fc.weight, self.fc.bias, self.dep_conv.weight, hd, impl=self.group_conv_impl
         )
@@ -160,7 +161,7 @@ class WindowAttentionACmix(nn.Cell):
         # attention path per window
         win = window_partition(qkv, ws)  # (B_, N, 3C)
         bw, n = win.shape[0], win.shape[1]
-        win = win.reshape(bw, n, 3, nh, hd).transpose(2, 0, 3, 1, 4)  # (3, B_, nh, N, hd)
+        win = compact_transpose(win.reshape(bw, n, 3, nh, hd), (2, 0, 3, 1, 4))  # (3, B_, nh, N, hd)
         q = ops.slice(win, (0, 0, 0, 0, 0), (1, bw, nh, n, hd)).reshape(bw * nh, n, hd) * self.scale
         k = ops.slice(win, (1, 0, 0, 0, 0), (1, bw, nh, n, hd)).reshape(bw * nh, n, hd)
         v = ops.slice(win, (2, 0, 0, 0, 0), (1, bw, nh, n, hd)).reshape(bw * nh, n, hd)
