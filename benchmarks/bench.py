@@ -161,7 +161,14 @@ def _ms_model(case: Case, size: int):
     return create_model(case.model, num_classes=1000)
 
 
-def run_mindspore(case: Case, batch: int, size: int, repeat: int, amp_dtype: Optional[str] = None) -> Dict[str, Any]:
+def run_mindspore(
+    case: Case,
+    batch: int,
+    size: int,
+    repeat: int,
+    amp_dtype: Optional[str] = None,
+    graph_kernel: str = "auto",
+) -> Dict[str, Any]:
     """Measure one case with this package in MindSpore graph mode (in the calling process).
 
     Args:
@@ -170,13 +177,15 @@ def run_mindspore(case: Case, batch: int, size: int, repeat: int, amp_dtype: Opt
         size: input height and width.
         repeat: timed calls after the warm-up.
         amp_dtype: None (fp32) or ``"float16"``/``"bfloat16"`` for ``auto_mixed_precision(net, "O2")``.
+        graph_kernel: "auto", "on" or "off", as the ``graph_kernel`` key of the training config.
     """
     sys.path.insert(0, str(ROOT))
     import mindspore as ms
     from mindspore import nn
 
-    ms.set_context(mode=ms.GRAPH_MODE, device_target="CPU")
-    ms.set_seed(0)
+    from src.env import graph_kernel_enabled, init_env
+
+    init_env("CPU", "graph", 0, graph_kernel=graph_kernel, training=case.train)
     x_np, y_np = _inputs(case, batch, size)
     net = _ms_model(case, size)
     if amp_dtype is not None:
@@ -228,6 +237,7 @@ def run_mindspore(case: Case, batch: int, size: int, repeat: int, amp_dtype: Opt
         compile_kept_mib=round(compile_kept, 1),
         framework=f"mindspore {ms.__version__}",
         precision=amp_dtype or "float32",
+        graph_kernel=graph_kernel_enabled(graph_kernel, "CPU", training=case.train),
     )
     return res
 
@@ -369,9 +379,9 @@ def _child(args: argparse.Namespace) -> Dict[str, Any]:
     if impl == "official":
         res = run_official(case, args.batch, size, args.repeat, Path(args.official), args.torch_threads)
     elif impl == "mindspore":
-        res = run_mindspore(case, args.batch, size, args.repeat)
+        res = run_mindspore(case, args.batch, size, args.repeat, graph_kernel=args.graph_kernel)
     else:
-        res = run_mindspore(case, args.batch, size, args.repeat, amp_dtype=args.amp_dtype)
+        res = run_mindspore(case, args.batch, size, args.repeat, args.amp_dtype, args.graph_kernel)
     return res
 
 
@@ -379,7 +389,7 @@ def _run_child(case: Case, impl: str, args: argparse.Namespace, amp_dtype: str =
     """Run one (case, implementation) in a fresh interpreter; a failure becomes a result with an error."""
     cmd = [sys.executable, str(Path(__file__).resolve()), "--child", case.name, impl]
     cmd += ["--batch", str(args.batch), "--repeat", str(args.repeat), "--amp_dtype", amp_dtype]
-    cmd += ["--torch_threads", str(args.torch_threads)]
+    cmd += ["--torch_threads", str(args.torch_threads), "--graph_kernel", args.graph_kernel]
     if args.size:
         cmd += ["--size", str(args.size)]
     if args.official:
@@ -392,6 +402,8 @@ def _run_child(case: Case, impl: str, args: argparse.Namespace, amp_dtype: str =
     t0 = time.perf_counter()
     try:
         with tempfile.TemporaryDirectory(prefix="acmix_bench_") as cwd:  # graph-compile by-products land there
+            # fused kernels: a cold cache of the process's own unless --kernel_cache names one to share
+            env["MS_COMPILER_CACHE_PATH"] = str((args.kernel_cache or Path(cwd) / "kernels").resolve())
             proc = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=cwd, timeout=args.timeout)
     except subprocess.TimeoutExpired:
         return {**head, "status": "failed", "error": f"timed out after {args.timeout} s"}
@@ -531,6 +543,18 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--mixed_precision", action="store_true", help="also run MindSpore train steps under amp O2")
     parser.add_argument("--torch_threads", type=int, default=TORCH_THREADS, help="torch.set_num_threads")
     parser.add_argument("--timeout", type=int, default=1800, help="seconds per (case, implementation) process")
+    parser.add_argument(
+        "--graph_kernel",
+        default="auto",
+        choices=("auto", "on", "off"),
+        help="graph-kernel fusion (auto: forward cases)",
+    )
+    parser.add_argument(
+        "--kernel_cache",
+        type=Path,
+        default=None,
+        help="share this fused-kernel cache between cases and runs (default: every process compiles cold)",
+    )
     parser.add_argument("--child", nargs=2, metavar=("CASE", "IMPL"), help=argparse.SUPPRESS)
     parser.add_argument("--amp_dtype", default="float16", choices=("float16", "bfloat16"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -569,7 +593,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     comparison, table = summarize(rows, args.cases)
     print(
         f"batch {args.batch}, fp32 unless noted, median of {args.repeat} calls after one warm-up, "
-        f"torch threads {args.torch_threads}, CPU cores {os.cpu_count()}; ratios are MindSpore / official"
+        f"torch threads {args.torch_threads}, CPU cores {os.cpu_count()}, MindSpore graph kernel {args.graph_kernel} "
+        f"(kernel cache {args.kernel_cache or 'cold'}); ratios are MindSpore / official"
     )
     print(table)
     if args.json:
@@ -582,6 +607,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             "official": str(args.official) if use_official else None,
             "official_skipped_because": None if use_official or args.official is None else why,
             "mixed_precision": args.mixed_precision,
+            "graph_kernel": args.graph_kernel,
+            "kernel_cache": str(args.kernel_cache) if args.kernel_cache else "cold (one per process)",
             "sgd": {"lr": LR, "momentum": MOMENTUM},
         }
         args.json.parent.mkdir(parents=True, exist_ok=True)

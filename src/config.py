@@ -80,6 +80,7 @@ _SCHEMA: List[Tuple[str, Any, str]] = [
     ("loss_scale_window", 2000, ""),
     ("device_target", "CPU", "also selects the recipe's device section"),
     ("mode", "graph", ""),
+    ("graph_kernel", "auto", "operator fusion: auto = on for CPU inference in graph mode (see src/env.py)"),
     ("seed", 42, ""),
     ("output_dir", "outputs/run", ""),
     ("log_interval", 20, ""),
@@ -109,6 +110,7 @@ CHOICES: Dict[str, Tuple[str, ...]] = {
     "loss_scale_type": ("dynamic", "fixed", "none"),
     "device_target": ("CPU", "GPU", "Ascend"),
     "mode": ("graph", "pynative"),
+    "graph_kernel": ("auto", "on", "off"),
     "file_format": ("MINDIR", "AIR", "ONNX"),
 }
 DEVICE_SECTIONS: Tuple[str, ...] = ("Ascend", "GPU", "CPU")

@@ -45,7 +45,7 @@ def run_eval(cfg: Config) -> Dict[str, float]:
     from .engine import evaluate
     from .env import init_env
 
-    env = init_env(cfg.device_target, cfg.mode, cfg.seed, cfg.distribute)
+    env = init_env(cfg.device_target, cfg.mode, cfg.seed, cfg.distribute, cfg.graph_kernel)
     check_dataset(cfg, cfg.val_split)
     net = load_for_inference(cfg)
     dataset, info = create_dataset(cfg, cfg.val_split, training=False, rank_size=env.rank_size, rank_id=env.rank_id)
@@ -114,7 +114,7 @@ def predict_files(cfg: Config) -> List[Dict]:
     from .data import DataError, eval_transforms
     from .env import init_env
 
-    init_env(cfg.device_target, cfg.mode, cfg.seed)
+    init_env(cfg.device_target, cfg.mode, cfg.seed, graph_kernel=cfg.graph_kernel)
     files = _image_files(cfg.predict)
     if not files:
         raise DataError(f"no images ({', '.join(_IMAGE_EXT)}) in {cfg.predict}")

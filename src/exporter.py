@@ -173,7 +173,7 @@ def export_model(cfg: Config, log=print) -> Dict[str, object]:
     from .env import init_env
     from .models import create_model_from_config
 
-    init_env(cfg.device_target, "graph", cfg.seed)
+    init_env(cfg.device_target, "graph", cfg.seed, graph_kernel=cfg.graph_kernel)
     net = create_model_from_config(cfg)
     load_model_weights(net, cfg.checkpoint)
     net.set_train(False)

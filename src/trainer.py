@@ -100,7 +100,7 @@ def train(cfg: Config) -> Dict[str, float]:
     Args:
         cfg: resolved config (see ``src/config.py``).
     """
-    env = init_env(cfg.device_target, cfg.mode, cfg.seed, cfg.distribute)
+    env = init_env(cfg.device_target, cfg.mode, cfg.seed, cfg.distribute, cfg.graph_kernel, training=True)
     from mindspore import nn, ops
 
     from .data import check_dataset, create_dataset
