@@ -86,8 +86,11 @@ def test_two_workers_equal_each_other_and_one_process(digits, tmp_path):
     dp, _ = read_checkpoint(str(tmp_path / "dp" / "acmix_swin_tiny_epoch1.ckpt"))
     sp, _ = read_checkpoint(str(tmp_path / "single" / "acmix_swin_tiny_epoch1.ckpt"))
     assert set(dp) == set(sp)
+    # Summation order differs (two half-batch gradients averaged vs one batch); AdamW divides by sqrt(v), which
+    # magnifies that float noise where a gradient is near zero (seen: 1.2e-5 on one fc bias). 5e-5 is still 40x
+    # below one step's learning rate (2e-3), so a wrong shard, scale or reduction would not pass.
     for k in sp:
-        np.testing.assert_allclose(dp[k].asnumpy(), sp[k].asnumpy(), atol=1e-5, rtol=0, err_msg=k)
+        np.testing.assert_allclose(dp[k].asnumpy(), sp[k].asnumpy(), atol=5e-5, rtol=0, err_msg=k)
     # evaluation over 2 ranks counts every one of the 15 images once, as one process does
     val = re.findall(r"validation: top-1 ([\d.]+)% .* on (\d+) images", log0)
     assert val and int(val[-1][1]) == 15 and float(val[-1][0]) == pytest.approx(result["top1"], abs=1e-6)
