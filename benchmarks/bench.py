@@ -183,7 +183,7 @@ def run_mindspore(
     import mindspore as ms
     from mindspore import nn
 
-    from src.env import graph_kernel_enabled, init_env
+    from src.env import init_env
 
     init_env("CPU", "graph", 0, graph_kernel=graph_kernel, training=case.train)
     x_np, y_np = _inputs(case, batch, size)
@@ -237,7 +237,7 @@ def run_mindspore(
         compile_kept_mib=round(compile_kept, 1),
         framework=f"mindspore {ms.__version__}",
         precision=amp_dtype or "float32",
-        graph_kernel=graph_kernel_enabled(graph_kernel, "CPU", training=case.train),
+        graph_kernel=bool(ms.get_context("enable_graph_kernel")),  # what init_env set, not a second derivation
     )
     return res
 
