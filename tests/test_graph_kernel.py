@@ -53,7 +53,7 @@ def test_compact_transpose_in_graph_mode():
     "setting, target, mode, training, expected",
     [
         ("auto", "CPU", "graph", False, True),
-        ("auto", "CPU", "graph", True, False),  # fused backward graphs give wrong gradients (test below)
+        ("auto", "CPU", "graph", True, False),  # fused train steps: less memory, twice the compile time
         ("auto", "GPU", "graph", False, False),
         ("auto", "Ascend", "graph", False, False),
         ("auto", "CPU", "pynative", False, False),
@@ -71,8 +71,14 @@ def test_bad_graph_kernel_setting_is_an_error():
         graph_kernel_enabled("yes", "CPU")
 
 
-def _run_script(script: str, tmp_path, timeout: int = 900) -> subprocess.CompletedProcess:
-    env = dict(os.environ, GLOG_v="3", MS_COMPILER_CACHE_PATH=str(tmp_path / "kernels"))
+@pytest.fixture(scope="module")
+def kernel_cache(tmp_path_factory):
+    """One fused-kernel cache for this module's checks: kernels compiled by one are not compiled again."""
+    return tmp_path_factory.mktemp("kernels")
+
+
+def _run_script(script: str, tmp_path, cache, timeout: int = 900) -> subprocess.CompletedProcess:
+    env = dict(os.environ, GLOG_v="3", MS_COMPILER_CACHE_PATH=str(cache))
     path = tmp_path / "check.py"  # a file, not -c: MindSpore reads the source of what it compiles
     path.write_text(script, encoding="utf-8")
     try:
@@ -112,14 +118,16 @@ _FUSED_PARITY = textwrap.dedent(
 
 
 @pytest.mark.slow
-def test_fused_graphs_keep_parity_with_the_official_fixtures(tmp_path):
-    proc = _run_script(_FUSED_PARITY.format(root=str(ROOT)), tmp_path)
+def test_fused_graphs_keep_parity_with_the_official_fixtures(tmp_path, kernel_cache):
+    proc = _run_script(_FUSED_PARITY.format(root=str(ROOT)), tmp_path, kernel_cache)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert proc.stdout.count("parity") == 3, proc.stdout
-    assert (tmp_path / "kernels" / "akg_kernel_meta").is_dir()  # the cache went where it was told to
+    assert (kernel_cache / "akg_kernel_meta").is_dir()  # the cache went where it was told to
 
 
-# One loss-and-gradient step of a small ACmix-Swin, fused or not; prints the worst relative gradient difference.
+# One loss-and-gradient step of small ACmix-Swin and ACmix-PVT models, fused or not; prints the worst relative
+# gradient difference.  Both have a convolution bias behind a token transpose (the patch embeddings), where
+# MindSpore 2.8's fusion went wrong by up to 6e3 (Swin) and 1e37 (PVT) before src/env.CPU_GRAPH_KERNEL_FLAGS.
 _FUSED_GRADIENTS = textwrap.dedent(
     """
     import sys
@@ -130,10 +138,15 @@ _FUSED_GRADIENTS = textwrap.dedent(
     from src.env import init_env
     from src.models import create_model
 
-    def grads(fused):
+    MODELS = {{
+        "acmix_swin_tiny": dict(img_size=16, patch_size=2, window_size=4, depths=[1, 1], num_heads=[2, 4],
+                                embed_dim=16, drop_path_rate=0.0),
+        "acmix_pvt_tiny": dict(img_size=32),
+    }}
+
+    def grads(name, fused):
         init_env("CPU", "graph", 3, graph_kernel="on" if fused else "off", training=True)
-        net = create_model("acmix_swin_tiny", num_classes=3, img_size=16, patch_size=2, window_size=4,
-                           depths=[1, 1], num_heads=[2, 4], embed_dim=16, drop_path_rate=0.0)
+        net = create_model(name, num_classes=3, **MODELS[name])
         net.set_train(True)
         loss_fn = nn.SoftmaxCrossEntropyWithLogits(sparse=True, reduction="mean")
 
@@ -141,29 +154,69 @@ _FUSED_GRADIENTS = textwrap.dedent(
             return loss_fn(net(x), y)
 
         step = ms.jit(ms.value_and_grad(forward, None, net.trainable_params()))
-        rng = np.random.default_rng(0)
-        x = Tensor(rng.standard_normal((8, 3, 16, 16)).astype(np.float32))
-        _, g = step(x, Tensor(np.array([0, 1, 2, 0, 1, 2, 0, 1], np.int32)))
+        size = MODELS[name]["img_size"]
+        x = Tensor(np.random.default_rng(0).standard_normal((4, 3, size, size)).astype(np.float32))
+        _, g = step(x, Tensor(np.array([0, 1, 2, 0], np.int32)))
         return {{p.name: v.asnumpy() for p, v in zip(net.trainable_params(), g)}}
 
-    fused, plain = grads(True), grads(False)
-    worst = max((float(np.abs(fused[k] - plain[k]).max() / (np.abs(plain[k]).max() + 1e-12)), k) for k in plain)
-    print("worst", worst[0], worst[1], flush=True)
+    for name in MODELS:
+        fused, plain = grads(name, True), grads(name, False)
+        # relative to each gradient's size, floored at 1e-3 of the model's largest: gradients that are zero up
+        # to rounding (PVT's last ACmix fc bias: 2e-7 against 2.0) differ by float order alone, and by more
+        # (4e-7) when the input changes by one part in a million
+        scale = max(np.abs(v).max() for v in plain.values())
+        worst = max((float(np.abs(fused[k] - plain[k]).max() / (np.abs(plain[k]).max() + 1e-3 * scale)), k)
+                    for k in plain)
+        print("worst", name, worst[0], worst[1], flush=True)
     """
 )
 
 
 @pytest.mark.slow
+def test_fused_training_gradients_equal_unfused_ones(tmp_path, kernel_cache):
+    proc = _run_script(_FUSED_GRADIENTS.format(root=str(ROOT)), tmp_path, kernel_cache)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    lines = [ln.split() for ln in proc.stdout.splitlines() if ln.startswith("worst")]
+    assert [ln[1] for ln in lines] == ["acmix_swin_tiny", "acmix_pvt_tiny"], proc.stdout
+    for _, name, worst, param in lines:
+        assert float(worst) < 1e-3, (name, worst, param)
+
+
+# The reduced form of the fusion bug that CPU_GRAPH_KERNEL_FLAGS works around: a Transpose, then a Reshape that
+# splits an axis, returned together with a reduction over it.  Fused without the workaround, MindSpore 2.8 gets
+# both outputs wrong (measured: errors of 7.8 and 117); this test fails loudly once a release fixes that, which
+# says the workaround can go.
+_FUSION_BUG = textwrap.dedent(
+    """
+    import os
+    import numpy as np
+    import mindspore as ms
+    from mindspore import Tensor, ops
+    os.environ.pop("MS_DEV_GRAPH_KERNEL_FLAGS", None)
+    ms.set_context(mode=ms.GRAPH_MODE, device_target="CPU", enable_graph_kernel=True)
+
+    @ms.jit
+    def transpose_split_and_sum(x):
+        r = ops.reshape(ops.transpose(x * 2.0, (0, 2, 1)), (8, 16, 8, 8))
+        return r, r.sum((0, 2, 3))
+
+    x = np.random.default_rng(0).standard_normal((8, 64, 16)).astype(np.float32)
+    r, s = transpose_split_and_sum(Tensor(x))
+    ref = (2 * x).transpose(0, 2, 1).reshape(8, 16, 8, 8)
+    print("errors", float(np.abs(r.asnumpy() - ref).max()), float(np.abs(s.asnumpy() - ref.sum((0, 2, 3))).max()))
+    """
+)
+
+
 @pytest.mark.xfail(
     strict=True,
     raises=AssertionError,
-    reason="MindSpore 2.8 CPU graph-kernel fusion miscompiles parts of the ACmix-Swin backward graph, so "
-    "graph_kernel 'auto' leaves training unfused; when this passes, fusion can be allowed for training",
+    reason="MindSpore 2.8 CPU fusion miscomputes Transpose -> splitting Reshape -> output and reduction; "
+    "src/env.CPU_GRAPH_KERNEL_FLAGS keeps Reshape out of fused kernels because of it",
 )
-def test_fused_training_gradients_equal_unfused_ones(tmp_path):
-    proc = _run_script(_FUSED_GRADIENTS.format(root=str(ROOT)), tmp_path)
+def test_fusion_bug_behind_the_workaround_flags(tmp_path, kernel_cache):
+    proc = _run_script(_FUSION_BUG, tmp_path, kernel_cache)
     if proc.returncode != 0:  # not the expected failure: make it a real one
         pytest.fail(proc.stderr[-3000:])
-    line = [ln for ln in proc.stdout.splitlines() if ln.startswith("worst")][-1]
-    worst = float(line.split()[1])
-    assert worst < 1e-3, line  # measured: about 6e3 (patch_embed.proj.bias) with MindSpore 2.8.0
+    errors = [float(v) for v in [ln for ln in proc.stdout.splitlines() if ln.startswith("errors")][-1].split()[1:]]
+    assert max(errors) < 1e-3, errors
