@@ -58,11 +58,11 @@ def graph_kernel_enabled(setting: str, device_target: str, mode: str = "graph", 
     ``"auto"`` turns it on for inference in graph mode on CPU (evaluation, prediction, export checks), where it
     was measured (``benchmarks/bench.py``): it fuses chains of element-wise operators, LayerNorm and Transpose
     into generated kernels, which cuts the peak memory of an ACmix-ResNet-50 forward pass about 4x and speeds it
-    up, at the price of a longer first compilation.  Training stays unfused under ``"auto"``: fused train steps
-    are correct with the workaround of ``CPU_GRAPH_KERNEL_FLAGS`` and take 2.9x less memory (ACmix-ResNet-50),
-    but their first compilation takes about twice as long (see the README's performance section); ``"on"``
-    chooses that, for training included.  GPU and Ascend keep MindSpore's defaults under ``"auto"`` (not
-    measured here).  ``"off"`` disables fusion.
+    up, at the price of a longer first compilation.  Training stays unfused under ``"auto"``; ``"on"`` fuses the
+    train steps too, which are correct with the workaround of ``CPU_GRAPH_KERNEL_FLAGS`` (checked against unfused
+    gradients on small models) and take about 3x less memory, for a longer cold first compilation (ACmix-ResNet-50
+    81 s against 72 s, Swin-T 58 s against 40 s; see the README's performance section).  GPU and Ascend keep
+    MindSpore's defaults under ``"auto"`` (not measured here).  ``"off"`` disables fusion.
 
     Args:
         setting: "auto", "on" or "off".

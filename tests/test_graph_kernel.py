@@ -53,7 +53,7 @@ def test_compact_transpose_in_graph_mode():
     "setting, target, mode, training, expected",
     [
         ("auto", "CPU", "graph", False, True),
-        ("auto", "CPU", "graph", True, False),  # fused train steps: less memory, twice the compile time
+        ("auto", "CPU", "graph", True, False),  # fused train steps: less memory, longer first compile
         ("auto", "GPU", "graph", False, False),
         ("auto", "Ascend", "graph", False, False),
         ("auto", "CPU", "pynative", False, False),
