@@ -59,8 +59,8 @@ def graph_kernel_enabled(setting: str, device_target: str, mode: str = "graph", 
     was measured (``benchmarks/bench.py``): it fuses chains of element-wise operators, LayerNorm and Transpose
     into generated kernels, which cuts the peak memory of an ACmix-ResNet-50 forward pass about 4x and speeds it
     up, at the price of a longer first compilation.  Training stays unfused under ``"auto"``; ``"on"`` fuses the
-    train steps too, which are correct with the workaround of ``CPU_GRAPH_KERNEL_FLAGS`` (checked against unfused
-    gradients on small models) and take about 3x less memory, for a longer cold first compilation (ACmix-ResNet-50
+    train steps too, which are correct with the workaround of ``CPU_GRAPH_KERNEL_FLAGS`` (gradients checked against
+    unfused ones) and take about 3x less memory, for a longer cold first compilation (ACmix-ResNet-50
     81 s against 72 s, Swin-T 58 s against 40 s; see the README's performance section).  GPU and Ascend keep
     MindSpore's defaults under ``"auto"`` (not measured here).  ``"off"`` disables fusion.
 
