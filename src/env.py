@@ -98,7 +98,7 @@ def kernel_cache_dir() -> str:
 CPU_GRAPH_KERNEL_FLAGS = "--disable_cluster_ops=Reshape"
 
 
-def _set_graph_kernel(ms, enabled: bool, device_target: str = "CPU") -> None:
+def _set_graph_kernel(ms, enabled: bool, device_target: str) -> None:
     if enabled:
         path = kernel_cache_dir()
         os.makedirs(path, exist_ok=True)
