@@ -32,7 +32,7 @@ def prepare_digits(out_dir: str, size: int = 32, source: str = DIGITS_NPZ) -> Di
     Returns:
         Images written per split, e.g. {"train": 1438, "val": 359}.
     """
-    data = np.load(source)
+    data = np.load(source, allow_pickle=False)
     images, labels = data["images"], data["labels"]
     splits = {"train": data["train_index"], "val": data["val_index"]}
     owned = os.path.isfile(os.path.join(out_dir, _MARKER))
