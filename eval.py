@@ -13,25 +13,21 @@ import sys
 os.environ.setdefault("GLOG_v", "3")  # MindSpore's own logging: errors only
 
 
+def _eval(argv) -> None:
+    from src.config import parse_config
+
+    cfg = parse_config(argv, required=("checkpoint",))
+    if not cfg.predict:
+        parse_config(argv, required=("data_dir",))
+    from src.evaluator import predict_files, run_eval  # MindSpore loads only once the arguments are known to be good
+
+    predict_files(cfg) if cfg.predict else run_eval(cfg)
+
+
 def main(argv=None) -> int:
-    from src.checkpoint import CheckpointError
-    from src.config import ConfigError, parse_config
-    from src.data import DataError
-    from src.exporter import ExportError
+    from src.errors import run_command
 
-    try:
-        cfg = parse_config(argv, required=("checkpoint",))
-        from src.evaluator import predict_files, run_eval
-
-        if cfg.predict:
-            predict_files(cfg)
-        else:
-            parse_config(argv, required=("data_dir",))
-            run_eval(cfg)
-    except (ConfigError, DataError, CheckpointError, ExportError) as exc:
-        sys.stderr.write(f"error: {exc}\n")
-        return 2
-    return 0
+    return run_command(lambda: _eval(argv))
 
 
 if __name__ == "__main__":

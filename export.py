@@ -10,18 +10,19 @@ import sys
 os.environ.setdefault("GLOG_v", "3")  # MindSpore's own logging: errors only
 
 
-def main(argv=None) -> int:
-    from src.checkpoint import CheckpointError
-    from src.config import ConfigError, parse_config
-    from src.exporter import ExportError, export_model
+def _export(argv) -> None:
+    from src.config import parse_config
 
-    try:
-        cfg = parse_config(argv, required=("checkpoint",))
-        export_model(cfg)
-    except (ConfigError, CheckpointError, ExportError) as exc:
-        sys.stderr.write(f"error: {exc}\n")
-        return 2
-    return 0
+    cfg = parse_config(argv, required=("checkpoint",))
+    from src.exporter import export_model  # MindSpore loads only once the arguments are known to be good
+
+    export_model(cfg)
+
+
+def main(argv=None) -> int:
+    from src.errors import run_command
+
+    return run_command(lambda: _export(argv))
 
 
 if __name__ == "__main__":

@@ -14,7 +14,7 @@ if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
 
 from src.data.demo import prepare_digits  # noqa: E402
-from src.data.errors import DataError  # noqa: E402
+from src.errors import DataError  # noqa: E402
 
 
 def main() -> int:

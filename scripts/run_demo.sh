@@ -8,6 +8,8 @@ usage: bash scripts/run_demo.sh [OUTPUT_DIR] [train.py flags...]
 
   OUTPUT_DIR  where checkpoints, logs, curves and the export go (default outputs/demo_digits)
   flags       passed to train.py, e.g. --epochs 2
+A demo is meant to be re-run: training passes --force, so each run starts over in OUTPUT_DIR (the previous
+run's checkpoints, metrics, plot and log there are removed; train.py alone refuses such a folder).
 Takes about 4 minutes on 2 CPU cores; prints the validation top-1 of training and of eval.py.
 USAGE
 }
@@ -19,7 +21,7 @@ cd "$REPO_ROOT"
 CONFIG=config/demo_digits.yaml
 
 "$PYTHON" scripts/prepare_demo_data.py --out data/digits
-"$PYTHON" train.py --config "$CONFIG" --output_dir "$OUT" "$@"
+"$PYTHON" train.py --config "$CONFIG" --output_dir "$OUT" --force "$@"
 # the checkpoint of the last epoch: its accuracy is the last validation of the run
 CKPT="$(printf '%s\n' "$OUT"/*_epoch*.ckpt | sort -V | tail -n 1)"
 "$PYTHON" eval.py --config "$OUT/config.yaml" --checkpoint "$CKPT" --output_dir "$OUT"

@@ -16,6 +16,8 @@ from typing import Dict, List, Optional, Tuple
 import mindspore as ms
 from mindspore import Parameter, nn
 
+from .errors import CheckpointError
+
 __all__ = [
     "CheckpointError",
     "save_checkpoint",
@@ -31,10 +33,6 @@ _EPOCH_RE = re.compile(r"_epoch(\d+)\.ckpt$")
 # Names in a training checkpoint that are not model weights.
 _TRAIN_STATE_PREFIXES = ("moments.", "adam_m.", "adam_v.", "ema.", "loss_scale.", "global_step", "learning_rate")
 META_PREFIX = "meta."  # scalars stored beside the parameters (the optimizer has its own "global_step")
-
-
-class CheckpointError(ValueError):
-    """A checkpoint is missing, unreadable, or does not fit the model."""
 
 
 def save_checkpoint(params: Dict[str, Parameter], path: str, meta: Dict[str, float]) -> None:
@@ -150,12 +148,12 @@ def load_model_weights(network: nn.Cell, path: str, use_ema: bool = True) -> Dic
     own = network.parameters_dict()
     missing, unexpected, wrong = param_mismatches(own, weights)
     if missing or unexpected or wrong:
-        lines = [f"checkpoint {path} does not fit the model:"]
+        parts = []
         for title, items in (("missing", missing), ("unexpected", unexpected), ("wrong shape", wrong)):
             if items:
                 shown = ", ".join(items[:10]) + (f", ... ({len(items)} in all)" if len(items) > 10 else "")
-                lines.append(f"  {title}: {shown}")
-        raise CheckpointError("\n".join(lines))
+                parts.append(f"{title}: {shown}")
+        raise CheckpointError(f"checkpoint {path} does not fit the model: {'; '.join(parts)}")
     for name, p in own.items():
         p.set_data(_as_tensor(weights[name], p))
     return meta

@@ -11,9 +11,11 @@ import difflib
 import os
 import sys
 import tempfile
-from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import yaml
+
+from .errors import ConfigError
 
 __all__ = [
     "DEFAULTS",
@@ -94,7 +96,12 @@ _SCHEMA: List[Tuple[str, Any, str]] = [
     ("file_format", "MINDIR", "export format"),
     ("export_batch_size", 1, ""),
     ("file_name", "", "export output; empty = <output_dir>/<model>_<B>x<C>x<S>x<S>.<ext>"),
-    ("force", False, "export: overwrite an existing output file"),
+    (
+        "force",
+        False,
+        "train: start over in an output_dir that holds a run (removes its checkpoints, metrics, plot"
+        " and log); export: overwrite the output file",
+    ),
     ("verify", True, "export: reload the exported file and compare its output with the checkpoint's"),
     ("predict", [], "eval.py: classify these image files or folders instead of evaluating a split"),
 ]
@@ -117,11 +124,29 @@ DEVICE_SECTIONS: Tuple[str, ...] = ("Ascend", "GPU", "CPU")
 # Keys whose default is None but whose set values have a type anyway.
 _OPTIONAL_TYPES: Dict[str, type] = {"drop_path_rate": float}
 _LIST_LENGTHS: Dict[str, int] = {"scale": 2, "ratio": 2, "betas": 2}
+# The values a number may take (every item of a list of numbers); checked wherever a value comes from, so a bad
+# one stops the command before any work with the key and its source named.
+_RULES: Dict[str, Callable[[float], bool]] = {
+    ">= 0": lambda x: x >= 0,
+    ">= 1": lambda x: x >= 1,
+    "> 0": lambda x: x > 0,
+    "in [0, 1]": lambda x: 0 <= x <= 1,
+    "in [0, 1)": lambda x: 0 <= x < 1,
+    "in (0, 1]": lambda x: 0 < x <= 1,
+}
+_RANGES: Dict[str, str] = {
+    **dict.fromkeys(("num_classes", "img_size", "in_chans", "num_workers", "batch_size", "epochs"), ">= 1"),
+    **dict.fromkeys(("loss_scale_window", "log_interval", "save_interval", "eval_interval"), ">= 1"),
+    **dict.fromkeys(("keep_checkpoints", "export_batch_size"), ">= 1"),
+    **dict.fromkeys(("eval_batch_size", "crop_padding", "color_jitter", "mixup", "cutmix", "lr"), ">= 0"),
+    **dict.fromkeys(("lr_base_batch", "weight_decay", "warmup_epochs", "warmup_lr", "min_lr"), ">= 0"),
+    **dict.fromkeys(("clip_grad", "seed", "steps_per_epoch"), ">= 0"),
+    **dict.fromkeys(("ratio", "std", "eps", "loss_scale"), "> 0"),
+    **dict.fromkeys(("hflip", "reprob", "mixup_prob", "mixup_switch_prob", "momentum", "scale"), "in [0, 1]"),
+    **dict.fromkeys(("drop_path_rate", "label_smoothing", "ema_decay", "betas"), "in [0, 1)"),
+    "crop_pct": "in (0, 1]",
+}
 _CLI = "the command line"
-
-
-class ConfigError(ValueError):
-    """A bad key, value or file in the configuration; the message says which and where from."""
 
 
 def _close(key: str, extra: Sequence[str] = ()) -> str:
@@ -165,8 +190,22 @@ def _to_scalar(key: str, value: Any, kind: type, source: str) -> Any:
     raise bad
 
 
+def _in_range(key: str, value: Any, source: str) -> Any:
+    """``value`` if every number in it obeys ``_RANGES[key]``, else ConfigError."""
+    rule = _RANGES.get(key)
+    items = value if isinstance(value, list) else [value]
+    if rule and any(item is not None and not _RULES[rule](item) for item in items):
+        raise ConfigError(f"{key}: must be {rule}, got {value!r} from {source}")
+    return value
+
+
 def _coerce(key: str, value: Any, source: str) -> Any:
-    """``value`` converted to the type of ``DEFAULTS[key]``; enumerations are matched case-insensitively."""
+    """``value`` converted to the type of ``DEFAULTS[key]`` and checked against its range; enumerations are matched
+    case-insensitively."""
+    return _in_range(key, _convert(key, value, source), source)
+
+
+def _convert(key: str, value: Any, source: str) -> Any:
     default = DEFAULTS[key]
     if default is None:
         kind = _OPTIONAL_TYPES.get(key)
@@ -253,6 +292,9 @@ def _check(values: Dict[str, Any], required: Sequence[str]) -> None:
     for key, length in _LIST_LENGTHS.items():
         if len(values[key]) != length:
             raise ConfigError(f"{key}: expected {length} numbers, got {values[key]}")
+    for key in ("scale", "ratio"):
+        if values[key][0] > values[key][1]:
+            raise ConfigError(f"{key}: the lower bound comes first, got {values[key]}")
     for key in ("mean", "std"):
         if len(values[key]) != values["in_chans"]:
             raise ConfigError(f"{key}: expected in_chans={values['in_chans']} numbers, got {values[key]}")
@@ -280,6 +322,8 @@ def _usage(required: Sequence[str]) -> str:
         notes = [_HELP[key]] if _HELP[key] else []
         if key in CHOICES:
             notes.append("one of " + " | ".join(CHOICES[key]))
+        if key in _RANGES:
+            notes.append(_RANGES[key])
         if key in required:
             notes.append("required")
         lines.append(f"  --{key:<19} {_format(default):<22} {'; '.join(notes)}".rstrip())
@@ -380,8 +424,10 @@ def save_config(cfg: Config, path: str) -> None:
     """
     folder = os.path.dirname(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
+    values = cfg.to_dict()
+    values["force"] = False  # a one-shot order: rerunning a saved recipe must never delete a run or a file
     text = "# resolved configuration (src/config.py); rerun with --config this_file\n"
-    text += yaml.safe_dump(cfg.to_dict(), sort_keys=False, default_flow_style=None, width=1000)
+    text += yaml.safe_dump(values, sort_keys=False, default_flow_style=None, width=1000)
     fd, tmp = tempfile.mkstemp(prefix=".config-", suffix=".yaml.tmp", dir=folder)
     try:
         os.chmod(tmp, 0o644)  # mkstemp's 0600 would hide the record from other users of the run folder

@@ -10,7 +10,8 @@ from typing import Dict, Optional, Tuple
 
 import numpy as np
 
-from .config import Config, ConfigError
+from .config import Config
+from .errors import ConfigError, ExportError
 
 __all__ = [
     "ExportError",
@@ -23,10 +24,6 @@ __all__ = [
 ]
 
 _EXT = {"MINDIR": ".mindir", "AIR": ".air", "ONNX": ".onnx"}
-
-
-class ExportError(ValueError):
-    """An export that cannot be done (format not available here, output exists, verification failed)."""
 
 
 def export_path(cfg: Config) -> str:

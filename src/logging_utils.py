@@ -1,4 +1,4 @@
-"""Run logs: a console+file logger, a JSON-lines metrics log, and a PNG plot of the curves (Pillow only)."""
+"""Run logs: a console+file logger, a JSON-lines metrics log, and a PNG plot of the curves (matplotlib)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import json
 import logging
 import os
 import sys
-from typing import Dict, List, Sequence, Tuple
+from typing import Dict, List
 
 __all__ = ["get_logger", "MetricsLog", "plot_curves", "format_seconds"]
 
@@ -60,6 +60,20 @@ class MetricsLog:
         with open(self.path, "a", encoding="utf-8") as f:
             f.write(json.dumps(record, sort_keys=True) + "\n")
 
+    def truncate(self, step: int) -> None:
+        """Drop the records written after ``step`` (a resumed run continues from its checkpoint's step), atomically.
+
+        Args:
+            step: the global step the run continues from (0: a new run).
+        """
+        if not os.path.exists(self.path):
+            return
+        keep = [r for r in self.read(self.path) if int(r.get("step", 0)) <= step]
+        tmp = self.path + ".tmp"
+        with open(tmp, "w", encoding="utf-8") as f:
+            f.writelines(json.dumps(r, sort_keys=True) + "\n" for r in keep)
+        os.replace(tmp, self.path)
+
     @staticmethod
     def read(path: str) -> List[Dict]:
         """All records of a metrics log.
@@ -71,67 +85,44 @@ class MetricsLog:
             return [json.loads(line) for line in f if line.strip()]
 
 
-def _panel(draw, box: Tuple[int, int, int, int], title: str, series: Sequence[Tuple[str, List, List, tuple]]):
-    x0, y0, x1, y1 = box
-    draw.rectangle(box, outline=(0, 0, 0))
-    draw.text((x0 + 6, y0 - 16), title, fill=(0, 0, 0))
-    xs = [x for _, sx, _, _ in series for x in sx]
-    ys = [y for _, _, sy, _ in series for y in sy]
-    if not xs:
-        return
-    xmin, xmax = min(xs), max(xs)
-    ymin, ymax = min(ys), max(ys)
-    if xmax == xmin:
-        xmax = xmin + 1
-    if ymax == ymin:
-        ymax = ymin + 1
-    pad = 8
-
-    def to_px(x, y):
-        px = x0 + pad + (x - xmin) / (xmax - xmin) * (x1 - x0 - 2 * pad)
-        py = y1 - pad - (y - ymin) / (ymax - ymin) * (y1 - y0 - 2 * pad)
-        return px, py
-
-    draw.text((x0 + 4, y0 + 2), f"{ymax:.4g}", fill=(90, 90, 90))
-    draw.text((x0 + 4, y1 - 14), f"{ymin:.4g}", fill=(90, 90, 90))
-    draw.text((x1 - 60, y1 + 4), f"epoch {xmax:.3g}", fill=(90, 90, 90))
-    for i, (label, sx, sy, color) in enumerate(series):
-        pts = [to_px(x, y) for x, y in zip(sx, sy)]
-        if len(pts) > 1:
-            draw.line(pts, fill=color, width=2)
-        for px, py in pts if len(pts) < 60 else []:
-            draw.ellipse((px - 2, py - 2, px + 2, py + 2), fill=color)
-        draw.text((x1 - 110, y0 + 4 + 14 * i), label, fill=color)
-
-
 def plot_curves(metrics_path: str, png_path: str) -> None:
-    """Draw training loss and validation top-1/top-5 against epochs from a metrics log into a PNG.
+    """Plot a run's metrics log: training loss and learning rate against the step, validation top-1/top-5 against
+    the epoch, into a PNG (matplotlib's Agg backend, so it works without a display).
 
     Args:
         metrics_path: the run's ``metrics.jsonl``.
         png_path: output image.
     """
-    from PIL import Image, ImageDraw
+    import matplotlib
+
+    matplotlib.use("Agg")  # headless; also keeps a user's interactive backend from opening windows mid-run
+    import matplotlib.pyplot as plt
 
     records = MetricsLog.read(metrics_path)
     train = [r for r in records if r.get("kind") == "train"]
     val = [r for r in records if r.get("kind") == "val"]
-    img = Image.new("RGB", (900, 380), (255, 255, 255))
-    draw = ImageDraw.Draw(img)
-    _panel(
-        draw,
-        (20, 30, 440, 350),
-        "training loss",
-        [("loss", [r["epoch_float"] for r in train], [r["loss"] for r in train], (200, 40, 40))],
+    fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(11, 4), layout="constrained")
+    steps = [r["step"] for r in train]
+    ax_loss.plot(steps, [r["loss"] for r in train], color="tab:red", marker="." if len(train) < 60 else None)
+    ax_loss.set(xlabel="step (optimizer updates)", ylabel="training loss (cross-entropy, nats)", title="training")
+    ax_lr = ax_loss.twinx()
+    ax_lr.plot(steps, [r["lr"] for r in train], color="tab:gray", linestyle="--")
+    ax_lr.set_ylabel("learning rate")
+    ax_lr.ticklabel_format(axis="y", style="sci", scilimits=(-2, 3))
+    ax_loss.legend(
+        [ax_loss.lines[0], ax_lr.lines[0]] if train else [],
+        ["loss (mean since last log point)", "learning rate"],
+        loc="center right",
     )
-    _panel(
-        draw,
-        (470, 30, 890, 350),
-        "validation accuracy (%)",
-        [
-            ("top-1", [r["epoch"] for r in val], [r["top1"] for r in val], (30, 90, 200)),
-            ("top-5", [r["epoch"] for r in val], [r["top5"] for r in val], (40, 160, 60)),
-        ],
-    )
+    epochs = [r["epoch"] for r in val]
+    for key, color in (("top1", "tab:blue"), ("top5", "tab:green")):
+        ax_acc.plot(epochs, [r[key] for r in val], color=color, marker="o", label=key.replace("top", "top-"))
+    ax_acc.set(xlabel="epoch", ylabel="validation accuracy (%)", title="validation")
+    ax_acc.xaxis.get_major_locator().set_params(integer=True)
+    if val:
+        ax_acc.legend()
+    ax_loss.grid(alpha=0.3)
+    ax_acc.grid(alpha=0.3)
     os.makedirs(os.path.dirname(os.path.abspath(png_path)), exist_ok=True)
-    img.save(png_path)
+    fig.savefig(png_path, dpi=100)
+    plt.close(fig)

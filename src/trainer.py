@@ -3,20 +3,61 @@
 from __future__ import annotations
 
 import copy
+import glob
 import hashlib
 import json
 import os
 import time
 from contextlib import contextmanager
-from typing import Dict, Optional
+from typing import Dict, List, Optional
 
-from .checkpoint import latest_checkpoint, load_model_weights, restore_train_state, rotate_checkpoints, save_checkpoint
+from .checkpoint import (
+    latest_checkpoint,
+    load_model_weights,
+    restore_train_state,
+    rotate_checkpoints,
+    save_checkpoint,
+)
 from .config import Config, save_config
 from .env import RunEnv, init_env
+from .errors import CheckpointError, ConfigError, DataError
 from .evaluator import CLASS_NAMES_FILE
 from .logging_utils import MetricsLog, format_seconds, get_logger, plot_curves
 
-__all__ = ["train", "build_network", "epoch_config", "weights_digest"]
+__all__ = ["train", "build_network", "epoch_config", "weights_digest", "previous_run_files"]
+
+METRICS_FILE, CURVES_FILE = "metrics.jsonl", "curves.png"
+
+
+def previous_run_files(folder: str) -> List[str]:
+    """The files of an earlier training run in ``folder``: its checkpoints, metrics, plot and training logs.
+
+    Args:
+        folder: an ``output_dir``.
+    """
+    patterns = ("*_epoch*.ckpt", "*_best.ckpt", METRICS_FILE, CURVES_FILE, "train.log", "train_rank*.log")
+    return sorted({p for pattern in patterns for p in glob.glob(os.path.join(folder, pattern))})
+
+
+def _claim_output_dir(cfg: Config) -> List[str]:
+    """Refuse to train into a folder that holds another run unless ``--resume`` or ``--force`` says what to do with
+    it; returns the files ``--force`` is to remove.  Runs before anything is written, so a refusal changes nothing.
+    """
+    if cfg.force and cfg.resume:
+        raise ConfigError("--force (start over) and --resume (continue) contradict each other; pass one of them")
+    if cfg.resume not in ("", "auto") and not os.path.isfile(cfg.resume):
+        raise CheckpointError(f"--resume {cfg.resume}: no such checkpoint")
+    old = previous_run_files(cfg.output_dir)
+    run_markers = [p for p in old if p.endswith((".ckpt", METRICS_FILE))]
+    if not run_markers or cfg.resume:
+        return []
+    if not cfg.force:
+        raise ConfigError(
+            f"{cfg.output_dir} already holds a training run ({os.path.basename(run_markers[0])}, "
+            f"{len(run_markers)} file(s) of record): continue it with --resume auto, or start over with --force "
+            "(removes its checkpoints, metrics, plot and training log), or choose another --output_dir"
+        )
+    return old
 
 
 def epoch_config(cfg: Config, epoch: int) -> Config:
@@ -100,6 +141,7 @@ def train(cfg: Config) -> Dict[str, float]:
     Args:
         cfg: resolved config (see ``src/config.py``).
     """
+    stale = _claim_output_dir(cfg)
     env = init_env(cfg.device_target, cfg.mode, cfg.seed, cfg.distribute, cfg.graph_kernel, training=True)
     from mindspore import nn, ops
 
@@ -108,8 +150,13 @@ def train(cfg: Config) -> Dict[str, float]:
     from .optim import create_optimizer, scaled_lr, warmup_cosine_lr
 
     out = cfg.output_dir
+    if env.is_main:
+        for path in stale:
+            os.remove(path)
     log_name = "train.log" if env.is_main else f"train_rank{env.rank_id}.log"
     log = get_logger("acmix.train", os.path.join(out, log_name), env.rank_id)
+    if stale:
+        log.info(f"--force: removed {len(stale)} file(s) of the previous run in {out}")
 
     # Bad data paths and class counts fail here, before anything is compiled.
     info = check_dataset(cfg, cfg.train_split)
@@ -121,7 +168,7 @@ def train(cfg: Config) -> Dict[str, float]:
     train_ds, info = create_dataset(epoch_config(cfg, 0), cfg.train_split, True, env.rank_size, env.rank_id)
     steps = train_ds.get_dataset_size()
     if steps == 0:
-        raise ValueError(
+        raise DataError(
             f"{info.num_images} training images give no full batch of {cfg.batch_size} per device "
             f"on {env.rank_size} device(s); lower batch_size"
         )
@@ -162,12 +209,14 @@ def train(cfg: Config) -> Dict[str, float]:
         best_top1 = meta.get("best_top1", -1.0)
         log.info(f"resumed from {resume}: epoch {start_epoch} done, global step {global_step}")
         if start_epoch * steps != global_step:
-            raise ValueError(
+            raise CheckpointError(
                 f"{resume} stopped at step {global_step}, but {start_epoch} epochs of {steps} steps make "
                 f"{start_epoch * steps}: the data or batch size changed since it was written"
             )
 
-    metrics = MetricsLog(os.path.join(out, "metrics.jsonl")) if env.is_main else None
+    metrics = MetricsLog(os.path.join(out, METRICS_FILE)) if env.is_main else None
+    if metrics:  # one continuous history: what an interrupted run logged after its checkpoint is dropped
+        metrics.truncate(global_step)
     total_steps = cfg.epochs * steps
     last_val: Dict[str, float] = {}
     timed_steps, timed_seconds = 0, 0.0
@@ -240,7 +289,7 @@ def train(cfg: Config) -> Dict[str, float]:
                 save_checkpoint(params, os.path.join(out, f"{cfg.model}_best.ckpt"), meta)
                 log.info(f"new best top-1 {best_top1:.2f}%: saved {cfg.model}_best.ckpt")
     if metrics and os.path.exists(metrics.path):
-        plot_curves(metrics.path, os.path.join(out, "curves.png"))
+        plot_curves(metrics.path, os.path.join(out, CURVES_FILE))
     # Data-parallel ranks must end with identical weights; the digest makes that checkable from the logs.
     log.info(f"weights sha256 {weights_digest(net)}")
     result = {**last_val, "best_top1": best_top1, "global_step": global_step}

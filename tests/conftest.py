@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from PIL import Image
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT / "tests" / "data"
@@ -76,3 +77,37 @@ def graph_train_step(net, x) -> dict:
 @pytest.fixture
 def rng() -> np.random.Generator:
     return np.random.default_rng(0)
+
+
+# A tiny ACmix-ResNet run: the train.py / eval.py / export.py arguments of the end-to-end tests.
+TINY = [
+    "--model", "acmix_resnet26", "--model_kwargs", "{layers: [1, 1, 1, 1]}", "--num_classes", "2",
+    "--img_size", "16", "--batch_size", "4", "--num_workers", "1", "--train_crop", "none", "--hflip", "0",
+    "--crop_pct", "1.0", "--opt", "adamw", "--lr", "2e-3", "--lr_base_batch", "0", "--weight_decay", "0.01",
+    "--warmup_epochs", "0", "--log_interval", "1", "--label_smoothing", "0.0", "--seed", "7",
+]  # fmt: skip
+
+
+def _stripes(vertical: bool, phase: int, size: int = 16) -> np.ndarray:
+    img = np.zeros((size, size, 3), np.uint8)
+    idx = (np.arange(size) + phase) % 4 < 2
+    if vertical:
+        img[:, idx] = 230
+    else:
+        img[idx, :] = 230
+    return img
+
+
+@pytest.fixture(scope="session")
+def stripes(tmp_path_factory) -> str:
+    """Two classes (horizontal / vertical stripes at 4 phases, with noise): 16 training and 8 validation images."""
+    root = tmp_path_factory.mktemp("stripes")
+    rng = np.random.default_rng(0)
+    for split, per_class in (("train", 8), ("val", 4)):
+        for label, vertical in (("horizontal", False), ("vertical", True)):
+            folder = root / split / label
+            folder.mkdir(parents=True)
+            for i in range(per_class):
+                img = _stripes(vertical, i % 4).astype(np.int16) + rng.integers(0, 25, (16, 16, 3))
+                Image.fromarray(np.clip(img, 0, 255).astype(np.uint8)).save(folder / f"{i}.png")
+    return str(root)

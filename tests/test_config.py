@@ -181,6 +181,41 @@ def test_save_load_round_trip(tmp_path):
     assert set(yaml.safe_load(path.read_text())) == set(DEFAULTS)
 
 
+def test_force_is_never_saved(tmp_path):
+    """A saved recipe rerun with --config must not start over in (and so delete) a run folder by itself."""
+    path = tmp_path / "config.yaml"
+    save_config(parse_config(["--force"]), str(path))
+    assert load_config(str(path)).force is False
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--epochs", "0"], "epochs: must be >= 1, got 0 from the command line"),
+        (["--batch_size", "-8"], "batch_size: must be >= 1"),
+        (["--lr", "-1e-3"], "lr: must be >= 0"),
+        (["--hflip", "1.5"], "hflip: must be in [0, 1]"),
+        (["--label_smoothing", "1"], "label_smoothing: must be in [0, 1)"),
+        (["--drop_path_rate", "-0.1"], "drop_path_rate: must be in [0, 1)"),
+        (["--crop_pct", "0"], "crop_pct: must be in (0, 1]"),
+        (["--std", "0.5,0,0.5"], "std: must be > 0"),
+        (["--betas", "0.9,1.0"], "betas: must be in [0, 1)"),
+        (["--scale", "1.0,0.08"], "scale: the lower bound comes first"),
+        (["--export_batch_size", "0"], "export_batch_size: must be >= 1"),
+    ],
+)
+def test_values_out_of_range_name_key_and_source(args, message):
+    with pytest.raises(ConfigError) as info:
+        parse_config(args)
+    assert message in str(info.value)
+
+
+def test_out_of_range_value_in_a_recipe_section_names_the_section(tmp_path):
+    path = write(tmp_path, "Ascend: {loss_scale_window: 0}\n")
+    with pytest.raises(ConfigError, match=r"loss_scale_window: must be >= 1, got 0 from .*\(section Ascend\)"):
+        parse_config(["--config", path])
+
+
 def test_help_lists_every_key(capsys):
     with pytest.raises(SystemExit) as info:
         parse_config(["--lr", "0.1", "--help"], required=("data_dir",))

@@ -4,47 +4,16 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 
 import mindspore as ms
 import numpy as np
 import pytest
-from PIL import Image
 
-from tests.conftest import ROOT
-
-TINY = [
-    "--model", "acmix_resnet26", "--model_kwargs", "{layers: [1, 1, 1, 1]}", "--num_classes", "2",
-    "--img_size", "16", "--batch_size", "4", "--num_workers", "1", "--train_crop", "none", "--hflip", "0",
-    "--crop_pct", "1.0", "--opt", "adamw", "--lr", "2e-3", "--lr_base_batch", "0", "--weight_decay", "0.01",
-    "--warmup_epochs", "0", "--log_interval", "1", "--label_smoothing", "0.0", "--seed", "7",
-]  # fmt: skip
-
-
-def _stripes(vertical: bool, phase: int, size: int = 16) -> np.ndarray:
-    img = np.zeros((size, size, 3), np.uint8)
-    idx = (np.arange(size) + phase) % 4 < 2
-    if vertical:
-        img[:, idx] = 230
-    else:
-        img[idx, :] = 230
-    return img
-
-
-@pytest.fixture(scope="module")
-def stripes(tmp_path_factory) -> str:
-    """Two classes (horizontal / vertical stripes at 4 phases, with noise): 16 training and 8 validation images."""
-    root = tmp_path_factory.mktemp("stripes")
-    rng = np.random.default_rng(0)
-    for split, per_class in (("train", 8), ("val", 4)):
-        for label, vertical in (("horizontal", False), ("vertical", True)):
-            folder = root / split / label
-            folder.mkdir(parents=True)
-            for i in range(per_class):
-                img = _stripes(vertical, i % 4).astype(np.int16) + rng.integers(0, 25, (16, 16, 3))
-                Image.fromarray(np.clip(img, 0, 255).astype(np.uint8)).save(folder / f"{i}.png")
-    return str(root)
+from src.logging_utils import MetricsLog
+from tests.conftest import ROOT, TINY
 
 
 def _cfg(data_dir: str, out: str, *extra: str):
@@ -61,8 +30,6 @@ def _weights(path: str):
 
 
 def _train_losses(out: str):
-    from src.logging_utils import MetricsLog
-
     return [r["loss"] for r in MetricsLog.read(os.path.join(out, "metrics.jsonl")) if r["kind"] == "train"]
 
 
@@ -80,9 +47,13 @@ def test_training_resume_and_eval(stripes, tmp_path):
     for name in ("config.yaml", "train.log", "curves.png", "acmix_resnet26_best.ckpt", "acmix_resnet26_epoch1.ckpt"):
         assert os.path.isfile(os.path.join(full, name)), name
 
-    # resume from the epoch-1 checkpoint in a fresh folder: epoch 2 must be the uninterrupted run's epoch 2
-    epoch1 = os.path.join(full, "acmix_resnet26_epoch1.ckpt")
-    resumed = train(_cfg(stripes, resumed_dir, "--epochs", "2", "--resume", epoch1))
+    # a run killed during epoch 2, after logging its steps but before saving: its folder holds the epoch-1
+    # checkpoint and a metrics log that runs past it. --resume auto must continue one history from step 4 and
+    # reproduce the uninterrupted run's epoch 2 exactly.
+    os.makedirs(resumed_dir)
+    shutil.copy(os.path.join(full, "acmix_resnet26_epoch1.ckpt"), resumed_dir)
+    shutil.copy(os.path.join(full, "metrics.jsonl"), resumed_dir)
+    resumed = train(_cfg(stripes, resumed_dir, "--epochs", "2", "--resume", "auto"))
     w_full, meta_full = _weights(os.path.join(full, "acmix_resnet26_epoch2.ckpt"))
     w_res, meta_res = _weights(os.path.join(resumed_dir, "acmix_resnet26_epoch2.ckpt"))
     assert meta_full["global_step"] == meta_res["global_step"] == 8
@@ -90,7 +61,9 @@ def test_training_resume_and_eval(stripes, tmp_path):
     assert any(k.startswith(("moments.", "adam_m.")) for k in w_full)  # the optimizer state is in the checkpoint
     for k in w_full:
         np.testing.assert_allclose(w_res[k], w_full[k], atol=1e-5, rtol=0, err_msg=k)
-    np.testing.assert_allclose(_train_losses(resumed_dir), losses[4:], atol=1e-5)
+    np.testing.assert_allclose(_train_losses(resumed_dir), losses, atol=1e-5)
+    steps = [r["step"] for r in MetricsLog.read(os.path.join(resumed_dir, "metrics.jsonl")) if r["kind"] == "train"]
+    assert steps == list(range(1, 9))
     assert resumed["top1"] == pytest.approx(result["top1"])
 
     # eval.py on the saved checkpoint reports the last validation of training
@@ -164,26 +137,6 @@ def test_lr_schedule_and_decay_groups():
 def _main(script: str, *args: str) -> subprocess.CompletedProcess:
     env = dict(os.environ, GLOG_v="3")
     return subprocess.run([sys.executable, script, *args], cwd=ROOT, env=env, capture_output=True, text=True)
-
-
-@pytest.mark.parametrize(
-    "args, message",
-    [
-        (["--data_dir", "/nonexistent/data"], "/nonexistent/data"),
-        (["--num_classes", "5"], "5"),
-        (["--lrr", "0.1"], "lr"),
-        (["--epochs", "abc"], "epochs"),
-    ],
-)
-def test_train_rejects_bad_input_before_compiling(stripes, tmp_path, args, message):
-    base = {"--data_dir": stripes, "--output_dir": str(tmp_path)}
-    argv = [*TINY]
-    for k, v in base.items():
-        if k not in args:
-            argv += [k, v]
-    proc = _main("train.py", *argv, *args)
-    assert proc.returncode == 2, proc.stderr[-2000:]
-    assert "error:" in proc.stderr and message in proc.stderr
 
 
 def test_eval_rejects_checkpoint_that_does_not_fit(stripes, tmp_path):

@@ -11,7 +11,7 @@ import mindspore.dataset as ds
 import numpy as np
 from mindspore.dataset import transforms
 
-from .errors import DataError
+from ..errors import DataError
 from .transforms import BatchAugment, eval_transforms, train_transforms
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp")

@@ -9,7 +9,7 @@ from typing import Dict
 import numpy as np
 from PIL import Image
 
-from .errors import DataError
+from ..errors import DataError
 
 DIGITS_NPZ = os.path.join(
     os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), "data", "digits.npz"

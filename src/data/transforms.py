@@ -10,7 +10,7 @@ import numpy as np
 from mindspore.dataset import vision
 from mindspore.dataset.vision import Inter
 
-from .errors import DataError
+from ..errors import DataError
 
 _INTERPOLATION = {"bilinear": Inter.BILINEAR, "bicubic": Inter.BICUBIC}
 
