@@ -83,6 +83,12 @@ _SCHEMA: List[Tuple[str, Any, str]] = [
     ("device_target", "CPU", "also selects the recipe's device section"),
     ("mode", "graph", ""),
     ("graph_kernel", "auto", "operator fusion: auto = on for CPU inference in graph mode (see src/env.py)"),
+    ("dataset_sink_mode", "auto", "feed batches through the device queue: auto = on for Ascend and GPU, off on CPU"),
+    (
+        "sink_size",
+        0,
+        "steps per sink (a log point each); 0 = the largest divisor of an epoch up to log_interval",
+    ),
     ("seed", 42, ""),
     ("output_dir", "outputs/run", ""),
     ("log_interval", 20, ""),
@@ -118,6 +124,7 @@ CHOICES: Dict[str, Tuple[str, ...]] = {
     "device_target": ("CPU", "GPU", "Ascend"),
     "mode": ("graph", "pynative"),
     "graph_kernel": ("auto", "on", "off"),
+    "dataset_sink_mode": ("auto", "on", "off"),
     "file_format": ("MINDIR", "AIR", "ONNX"),
 }
 DEVICE_SECTIONS: Tuple[str, ...] = ("Ascend", "GPU", "CPU")
@@ -140,7 +147,7 @@ _RANGES: Dict[str, str] = {
     **dict.fromkeys(("keep_checkpoints", "export_batch_size"), ">= 1"),
     **dict.fromkeys(("eval_batch_size", "crop_padding", "color_jitter", "mixup", "cutmix", "lr"), ">= 0"),
     **dict.fromkeys(("lr_base_batch", "weight_decay", "warmup_epochs", "warmup_lr", "min_lr"), ">= 0"),
-    **dict.fromkeys(("clip_grad", "seed", "steps_per_epoch"), ">= 0"),
+    **dict.fromkeys(("clip_grad", "seed", "steps_per_epoch", "sink_size"), ">= 0"),
     **dict.fromkeys(("ratio", "std", "eps", "loss_scale"), "> 0"),
     **dict.fromkeys(("hflip", "reprob", "mixup_prob", "mixup_switch_prob", "momentum", "scale"), "in [0, 1]"),
     **dict.fromkeys(("drop_path_rate", "label_smoothing", "ema_decay", "betas"), "in [0, 1)"),
