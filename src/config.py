@@ -1,17 +1,22 @@
 """The project's only argument parser: defaults < YAML recipe < its device section < command line.
 
 ``train.py``, ``eval.py`` and ``export.py`` all call :func:`parse_config`. Every key is a command-line flag
-(``--lr 0.05``, ``--lr=0.05``) and a YAML key; an unknown key anywhere is an error, never silently ignored.
+(``--lr 0.05``, ``--lr=0.05``; argparse, generated from ``_SCHEMA``) and a YAML key; an unknown key anywhere is an
+error, never silently ignored.
 """
 
 from __future__ import annotations
 
+import argparse
 import copy
 import difflib
+import functools
+import json
 import os
+import re
 import sys
 import tempfile
-from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Mapping, NoReturn, Optional, Sequence, Tuple
 
 import yaml
 
@@ -263,36 +268,107 @@ def _read_yaml(path: str) -> Dict[str, Any]:
     return data
 
 
-def _split_cli(argv: Sequence[str]) -> Dict[str, Any]:
-    """``--key value`` / ``--key=value`` / bare ``--flag`` pairs, in order; values still unparsed (str or None)."""
-    pairs: Dict[str, Any] = {}
-    i = 0
-    while i < len(argv):
-        token = argv[i]
-        if not token.startswith("--") or token == "--":
-            raise ConfigError(f"unexpected argument {token!r} on {_CLI}; flags look like --key value")
-        key, eq, value = token[2:].partition("=")
-        if not eq:
-            has_value = i + 1 < len(argv) and not argv[i + 1].startswith("--")
-            value = argv[i + 1] if has_value else None
-            i += has_value
-        pairs[key] = value
-        i += 1
-    return pairs
+class _Parser(argparse.ArgumentParser):
+    """An ArgumentParser that raises ConfigError instead of printing its usage and exiting, so the entry points
+    report a bad command line like any other bad value: one ``error:`` line and exit code 2."""
+
+    def error(self, message: str) -> NoReturn:
+        raise ConfigError(f"{message} on {_CLI}")
 
 
-def _parse_cli_value(key: str, raw: Optional[str]) -> Any:
+_DESCRIPTION = """\
+Precedence: defaults < the recipe (--config) < its Ascend:/GPU:/CPU: section
+matching the final device_target < the command line.
+
+Values: --key value or --key=value, read as YAML (string keys keep the text):
+  --lr 5e-4   --epochs=3   --scale 0.08,1.0   --scale "[0.08, 1.0]"
+  --model_kwargs "{layers: [1, 1, 1, 1]}"   --file_name 007 (stays a string)
+  --distribute (a bare bool flag is true)   --shuffle false   --shuffle=no
+  --mean -0.5,0,0.5 (a value may start with "-")
+Choices match in any case."""
+
+
+def _metavar(key: str) -> str:
+    """The type of ``key`` as --help shows it: INT, FLOAT, STR, BOOL, FLOAT,FLOAT (two numbers), MAPPING, ..."""
     default = DEFAULTS[key]
-    if raw is None:
-        if isinstance(default, bool):
-            return True
-        raise ConfigError(f"--{key} needs a value on {_CLI}")
-    if isinstance(default, str):
-        return raw  # keep "007" or "1e3" as typed instead of a YAML number
+    if isinstance(default, dict):
+        return "MAPPING"
+    if isinstance(default, list):
+        if not default:
+            return "ITEM,..."
+        item = type(default[0]).__name__.upper()
+        return ",".join([item] * _LIST_LENGTHS[key]) if key in _LIST_LENGTHS else f"{item},..."
+    kind = _OPTIONAL_TYPES.get(key) if default is None else type(default)
+    return kind.__name__.upper() if kind else "VALUE"
+
+
+def _shown(value: Any) -> str:
+    # JSON is YAML, so a default reads as it would be typed; only the empty string needs quotes to be seen
+    return (value or '""') if isinstance(value, str) else json.dumps(value)
+
+
+def _key_help(key: str, required: Sequence[str]) -> str:
+    notes = ["required"] if key in required else []
+    notes += [_HELP[key]] if _HELP[key] else []
+    if key in CHOICES:
+        notes.append(f"one of {', '.join(CHOICES[key])}")
+    if key in _RANGES:
+        notes.append(_RANGES[key])
+    notes.append(f"default: {_shown(DEFAULTS[key])}")
+    return "; ".join(notes).replace("%", "%%")  # argparse %-formats help texts
+
+
+def _from_text(text: str) -> Any:
+    """A command-line value read as YAML; text that is not valid YAML stays text, so that ``_coerce`` rejects it
+    with the key and the source named (argparse would turn a failing type function into its own message)."""
     try:
-        return yaml.safe_load(raw)
+        return yaml.safe_load(text)
     except yaml.YAMLError:
-        raise ConfigError(f"{key}: cannot parse {raw!r} from {_CLI}") from None
+        return text
+
+
+def _cli_parser(required: Sequence[str]) -> _Parser:
+    """The command line generated from the schema: one ``--key`` per key of :data:`DEFAULTS`, plus ``--config``."""
+    parser = _Parser(
+        usage="%(prog)s [-h] [--config RECIPE.yaml] [--key value | --key=value ...]",
+        description=_DESCRIPTION,
+        formatter_class=functools.partial(argparse.RawDescriptionHelpFormatter, max_help_position=32),
+        argument_default=argparse.SUPPRESS,  # a flag that is not given must not override the recipe
+        allow_abbrev=False,  # --epoch is a typo to report, not --epochs
+        exit_on_error=False,  # raise ArgumentError, which still knows the flag, instead of calling error()
+    )
+    # argparse takes a token that starts with "-" for an option unless it looks like "-1" or "-.5", so "--lr -1e-3",
+    # "--mean -0.5,0,0.5" or "--file_name -x" would lack their value. Its negative-number pattern is the one way to
+    # say what is a value; every option but -h starts with "--", so a token with a single "-" is one. Replaced only
+    # once -h exists: an option that matched it would make argparse stop reading such tokens as values.
+    parser._negative_number_matcher = re.compile(r"-[^-].*", re.DOTALL)
+    parser.add_argument("--config", metavar="RECIPE.yaml", help="YAML recipe of keys below and device sections")
+    for key, default in DEFAULTS.items():
+        kind = str if isinstance(default, str) else _from_text  # str keys keep "007" or "1e3" as typed
+        extra: Dict[str, Any] = {"nargs": "?", "const": True} if isinstance(default, bool) else {}
+        parser.add_argument(f"--{key}", metavar=_metavar(key), type=kind, help=_key_help(key, required), **extra)
+    return parser
+
+
+def _parse_cli(argv: Sequence[str], required: Sequence[str]) -> Dict[str, Any]:
+    """The keys given in ``argv`` (and ``config``), their values read but not yet coerced."""
+    parser = _cli_parser(required)
+    try:
+        given, rest = parser.parse_known_args(argv)
+    except argparse.ArgumentError as err:
+        flag = err.argument_name or ""
+        key = flag[2:]
+        # the type functions never fail and argparse checks no choices here, so all it can object to on a flag that
+        # takes a value is a missing value
+        if key == "config" or (key in DEFAULTS and not isinstance(DEFAULTS[key], bool)):
+            raise ConfigError(f"{flag} needs a value on {_CLI}") from None
+        raise ConfigError(f"{flag + ': ' if flag else ''}{err.message} on {_CLI}") from None
+    if rest:
+        key = rest[0][2:].partition("=")[0] if rest[0].startswith("--") else ""
+        if key:
+            raise _unknown(key, _CLI)
+        raise ConfigError(f"unexpected argument {rest[0]!r} on {_CLI}; flags look like --key value")
+    return vars(given)
 
 
 def _check(values: Dict[str, Any], required: Sequence[str]) -> None:
@@ -310,31 +386,6 @@ def _check(values: Dict[str, Any], required: Sequence[str]) -> None:
             raise _unknown(key, "the required keys")
         if values[key] is None or values[key] in ("", [], {}):
             raise ConfigError(f"--{key} is required (on {_CLI} or in the recipe)")
-
-
-def _format(value: Any) -> str:
-    return yaml.safe_dump(value, default_flow_style=True, width=1000).replace("\n...\n", "").strip()
-
-
-def _usage(required: Sequence[str]) -> str:
-    lines = [
-        f"usage: {os.path.basename(sys.argv[0]) or 'python'} [--config RECIPE.yaml] [--key value | --key=value ...]",
-        "",
-        "Precedence: defaults < the recipe < its Ascend:/GPU:/CPU: section matching device_target < command line.",
-        'Values are YAML: --scale 0.08,1.0  --model_kwargs "{layers: [1, 1, 1, 1]}"  --distribute (bool: true)',
-        "",
-        "keys (default):",
-    ]
-    for key, default in DEFAULTS.items():
-        notes = [_HELP[key]] if _HELP[key] else []
-        if key in CHOICES:
-            notes.append("one of " + " | ".join(CHOICES[key]))
-        if key in _RANGES:
-            notes.append(_RANGES[key])
-        if key in required:
-            notes.append("required")
-        lines.append(f"  --{key:<19} {_format(default):<22} {'; '.join(notes)}".rstrip())
-    return "\n".join(lines) + "\n"
 
 
 class Config:
@@ -390,17 +441,11 @@ def parse_config(argv: Optional[Sequence[str]] = None, required: Sequence[str] =
         required: keys that must end up non-empty (e.g. ``("data_dir",)`` for training).
     """
     argv = list(sys.argv[1:] if argv is None else argv)
-    if "-h" in argv or "--help" in argv:
-        sys.stdout.write(_usage(required))
-        raise SystemExit(0)
-    cli = _split_cli(argv)
-    if "config" in cli and not cli["config"]:
-        raise ConfigError(f"--config needs a recipe path on {_CLI}")
+    cli = _parse_cli(argv, required)  # -h / --help prints the usage and raises SystemExit(0) here
     recipe_path = cli.pop("config", None)
-    for key in cli:
-        if key not in DEFAULTS:
-            raise _unknown(key, _CLI)
-    cli = _validated({key: _parse_cli_value(key, raw) for key, raw in cli.items()}, _CLI)
+    if recipe_path is not None and not recipe_path:
+        raise ConfigError(f"--config needs a recipe path on {_CLI}")
+    cli = _validated(cli, _CLI)
 
     values = copy.deepcopy(DEFAULTS)
     sections: Dict[str, Dict[str, Any]] = {}

@@ -96,6 +96,17 @@ def test_device_sections(tmp_path, extra_yaml: str, argv: List[str], expected: D
         (["--file_name", "007"], "file_name", "007"),
         (["--device_target", "ascend"], "device_target", "Ascend"),
         (["--amp_level", "o2"], "amp_level", "O2"),
+        (["--epochs", "3", "--distribute"], "distribute", True),  # bare bool flag last
+        (["--shuffle", "false"], "shuffle", False),
+        (["--shuffle=no"], "shuffle", False),
+        (["--lr=0.05"], "lr", 0.05),
+        (["--model=acmix_swin_tiny"], "model", "acmix_swin_tiny"),
+        (["--mean", "-0.5,0,0.5"], "mean", [-0.5, 0.0, 0.5]),  # values may start with "-"
+        (["--mean=-0.5,0,0.5"], "mean", [-0.5, 0.0, 0.5]),
+        (["--file_name", "-x.mindir"], "file_name", "-x.mindir"),
+        (["--auto_augment", "-a b"], "auto_augment", "-a b"),
+        (["--predict", "a.png,photos/"], "predict", ["a.png", "photos/"]),
+        (["--lr", "0.5", "--lr", "0.2"], "lr", 0.2),  # the last one wins
     ],
 )
 def test_command_line_coercion(argv: List[str], key: str, expected: Any):
@@ -144,6 +155,17 @@ ERRORS = [
     (None, ["--config", "no/such/recipe.yaml"], (), ["not found", "no/such/recipe.yaml"]),
     (None, ["--config"], (), ["--config needs"]),
     (None, ["--epochs"], (), ["--epochs needs a value"]),
+    (None, ["--epochs", "3", "--lr"], (), ["--lr needs a value on the command line"]),
+    (None, ["--lr", "--epochs", "3"], (), ["--lr needs a value"]),
+    (None, ["--config="], (), ["--config needs a recipe path"]),
+    (None, ["--lrr", "0.1"], (), ["unknown key 'lrr'", "command line", "did you mean lr"]),
+    (None, ["--lrr=0.1"], (), ["unknown key 'lrr'", "did you mean lr"]),
+    (None, ["--epoch", "3"], (), ["unknown key 'epoch'", "did you mean epochs"]),  # no abbreviations
+    (None, ["--distri"], (), ["unknown key 'distri'", "did you mean distribute"]),
+    (None, ["--model_kwargs", "{layers: [1"], (), ["model_kwargs", "'{layers: [1'", "mapping", "command line"]),
+    (None, ["--nesterov", "-1"], (), ["nesterov", "bool", "command line"]),
+    (None, ["--", "--lr", "0.1"], (), ["unexpected argument '--'"]),
+    (None, ["-x"], (), ["unexpected argument '-x'"]),
     (None, ["lr", "0.1"], (), ["unexpected argument 'lr'"]),
     (None, [], ("data_dir",), ["--data_dir is required"]),
     (None, ["--data_dir", ""], ("data_dir",), ["--data_dir is required"]),
@@ -192,6 +214,11 @@ def test_force_is_never_saved(tmp_path):
     "args, message",
     [
         (["--epochs", "0"], "epochs: must be >= 1, got 0 from the command line"),
+        (["--epochs", "-1"], "epochs: must be >= 1, got -1 from the command line"),
+        (["--epochs=-1"], "epochs: must be >= 1, got -1 from the command line"),
+        (["--seed", "-1e3"], "seed: must be >= 0, got -1000 from the command line"),
+        (["--drop_path_rate", "-.5"], "drop_path_rate: must be in [0, 1), got -0.5"),
+        (["--scale", "-0.1,1"], "scale: must be in [0, 1]"),
         (["--batch_size", "-8"], "batch_size: must be >= 1"),
         (["--lr", "-1e-3"], "lr: must be >= 0"),
         (["--hflip", "1.5"], "hflip: must be in [0, 1]"),
@@ -216,16 +243,52 @@ def test_out_of_range_value_in_a_recipe_section_names_the_section(tmp_path):
         parse_config(["--config", path])
 
 
-def test_help_lists_every_key(capsys):
+def test_help_lists_every_key(capsys, monkeypatch):
+    monkeypatch.setenv("COLUMNS", "400")  # one line per key
     with pytest.raises(SystemExit) as info:
         parse_config(["--lr", "0.1", "--help"], required=("data_dir",))
     assert info.value.code == 0
     out = capsys.readouterr().out
+    intro, options = out.split("  -h, --help")
+    lines = {line.split()[0]: line for line in options.splitlines() if line.startswith("  --")}
+    assert list(lines) == ["--config", *(f"--{key}" for key in DEFAULTS)]
     for key in DEFAULTS:
-        assert f"--{key} " in out
-    assert "adamw" in out and "required" in out
-    with pytest.raises(SystemExit):
+        line = lines[f"--{key}"]
+        kind = line.split()[1]  # the type, as the metavar
+        assert set(kind.strip("[]").split(",")) - {"..."} <= {"INT", "FLOAT", "STR", "BOOL", "MAPPING", "ITEM"}, line
+        assert "default: " in line
+        assert all(choice in line for choice in CHOICES.get(key, ())), line
+        assert ("required" in line) == (key == "data_dir"), line
+    assert lines["--lr"].split()[1:2] == ["FLOAT"] and "; >= 0; default: 0.1" in lines["--lr"]
+    assert lines["--epochs"].split()[1:2] == ["INT"] and ">= 1; default: 100" in lines["--epochs"]
+    assert lines["--distribute"].split()[1:2] == ["[BOOL]"] and "default: false" in lines["--distribute"]
+    assert lines["--scale"].split()[1:2] == ["FLOAT,FLOAT"] and "in [0, 1]; default: [0.08, 1.0]" in lines["--scale"]
+    assert lines["--opt"].split()[1:2] == ["STR"] and "one of sgd, adamw; default: sgd" in lines["--opt"]
+    assert lines["--model_kwargs"].split()[1:2] == ["MAPPING"] and "default: {}" in lines["--model_kwargs"]
+    assert 'default: ""' in lines["--data_dir"] and "default: null" in lines["--drop_path_rate"]
+    assert "Precedence: defaults < the recipe" in out
+    for example in ("--scale 0.08,1.0", '--model_kwargs "{layers: [1, 1, 1, 1]}"', "--shuffle=no", "--distribute"):
+        assert example in intro, example
+    with pytest.raises(SystemExit) as info:
         parse_config(["-h"])
+    assert info.value.code == 0 and "--data_dir" in capsys.readouterr().out
+
+
+def test_command_line_errors_raise_and_print_nothing(capsys):
+    """argparse must not print its usage and exit: the entry points turn the ConfigError into one line, exit 2."""
+    for argv in (["--lr"], ["--lrr", "1"], ["stray"], ["--help=x"], ["--epochs", "-1"]):
+        with pytest.raises(ConfigError):
+            parse_config(argv)
+    assert capsys.readouterr() == ("", "")
+
+
+def test_absent_flags_keep_the_recipe(tmp_path):
+    # only the keys given on the command line override; bools too, though a bare flag means true
+    path = write(tmp_path, "distribute: true\nshuffle: false\nfile_name: '007'\nlr: 0.3\n")
+    cfg = parse_config(["--config", path, "--epochs", "2"])
+    assert (cfg.distribute, cfg.shuffle, cfg.file_name, cfg.lr, cfg.epochs) == (True, False, "007", 0.3, 2)
+    assert parse_config(["--config", path, "--shuffle"]).shuffle is True
+    assert parse_config(["--config", path, "--distribute=no"]).distribute is False
 
 
 def test_config_object():
