@@ -1,38 +1,47 @@
-"""Time and peak memory of ACmix in MindSpore, side by side with the official PyTorch code.
+"""Time and peak memory of ACmix in MindSpore: against the official PyTorch code, and blocked against unfold.
 
-Every (case, implementation) pair runs in a fresh process, so the peak memory of one case is not hidden by
-what an earlier case left in a memory pool.  In each process:
+The one benchmark tool of this repository.  Every (case, implementation) pair runs in a fresh process, so the
+peak memory of one case is not hidden by what an earlier case left in a memory pool.  In each process:
 
 1. build the model and the inputs (fixed seeds) and read the resident set size (VmRSS);
 2. MindSpore only: compile the graph (``Cell.compile``) and report its time and memory separately;
 3. reset the peak-RSS counter (``/proc/self/clear_refs``), run one warm-up call and ``--repeat`` timed calls.
 
-``peak_mib`` is the peak RSS increase over the RSS after step 1, compilation included: MindSpore's CPU
-backend keeps memory from compilation on (e.g. an index table per Transpose kernel, sized by its output), so
-leaving compilation out would hide part of what a run needs.  ``run_peak_mib`` is the increase over the RSS
-after compilation only (what ``benchmarks/acmix_memory.py`` reports); for PyTorch both are the same.  The
-model and, in MindSpore, the optimizer's momentum are in the baseline; activations, gradients, workspaces
-and PyTorch's lazily created gradient and momentum buffers are not.  Images/second = batch / median time.
+Peak memory, the only definition used here, is a peak RSS increase (VmHWM minus a baseline VmRSS), in MiB:
 
-Forward cases run in eval mode (PyTorch under ``torch.no_grad()``); the module's forward+backward case takes
-the gradient of ``mean(out ** 2)`` with respect to the parameters; the model train-step cases are one SGD step
-(learning rate 1e-3, momentum 0.9, cross entropy on random labels) in train mode, in MindSpore a
-``TrainOneStepCell`` compiled once in graph mode.  PyTorch runs with ``torch.set_num_threads(2)``.
+- ``peak_mib``: over the RSS after step 1, compilation included.  MindSpore's CPU backend keeps memory from
+  compilation on (e.g. an index table per Transpose kernel, sized by its output), so leaving compilation out
+  would hide part of what a run needs.  This is the column compared with the official code.
+- ``run_peak_mib``: over the RSS after step 2, i.e. what the calls themselves add to the compiled state.
+
+For PyTorch, which compiles nothing, the two are the same.  The model and, in MindSpore, the optimizer's
+momentum are in the baseline; activations, gradients, workspaces and PyTorch's lazily created gradient and
+momentum buffers are not.  Times are medians of the timed calls; images/second = batch / median time.
+Ratios are computed from medians and peaks measured in the same run.
+
+Cases (``--cases``): ``module_*`` is one ACmix cell 64->64 at 56x56 with the default blocked sliding-window
+attention, ``module_unfold_*`` the same cell with ``attn_impl="unfold"`` (the official formulation, kept as
+the reference); when both of a pair run, a second table gives blocked / unfold.  The other cases are whole
+registered models at 224x224.  Forward cases run in eval mode (PyTorch under ``torch.no_grad()``); the
+module's forward+backward case takes the gradient of ``mean(out ** 2)`` with respect to the parameters; the
+model train-step cases are one SGD step (learning rate 1e-3, momentum 0.9, cross entropy on random labels) in
+train mode, in MindSpore a ``TrainOneStepCell`` compiled once in graph mode.  PyTorch runs with
+``torch.set_num_threads(2)``.
 
     python benchmarks/bench.py                                   # MindSpore only, every case
     python benchmarks/bench.py --official /tmp/acmix_official     # and the official code, case by case
+    python benchmarks/bench.py --cases module_fwd,module_unfold_fwd --batch 2 --size 28 --repeat 3
     python benchmarks/bench.py --cases module_fwd,resnet50_fwd --repeat 3 --json out.json
     python benchmarks/bench.py --mixed_precision                 # adds the train steps under amp O2
 
-``--official`` is a checkout of https://github.com/LeapLabTHU/ACmix; its files are imported from there at run
-time (``timm`` and ``torchvision``, which it imports for a few helpers, are replaced by small stand-ins when
-they are not installed).  Prints a markdown table and writes JSON (``--json``).
+``--official`` is a checkout of https://github.com/LeapLabTHU/ACmix (``git archive HEAD | tar -x -C DIR``),
+imported at run time by ``benchmarks/official.py``; it needs what ``requirements-bench.txt`` installs.
+Prints markdown tables and writes JSON (``--json``).
 """
 
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import os
 import statistics
@@ -40,12 +49,16 @@ import subprocess
 import sys
 import tempfile
 import time
-import types
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from benchmarks.official import load_official, official_usable  # noqa: E402
+
 MIB = 1024.0
 LR = 1e-3
 MOMENTUM = 0.9
@@ -63,6 +76,8 @@ class Case:
         train: backward pass (module) or one SGD step (models) instead of an eval forward.
         size: default input height and width.
         official: which official code builds the counterpart (``module``, ``resnet50``, ``swin_tiny``) or None.
+        attn_impl: the module's ``attn_impl`` (``"blocked"`` or ``"unfold"``); None for whole models.
+        baseline: the case that this one is divided by in the blocked / unfold table, or None.
     """
 
     name: str
@@ -70,13 +85,18 @@ class Case:
     train: bool
     size: int
     official: Optional[str]
+    attn_impl: Optional[str] = None
+    baseline: Optional[str] = None
 
 
 CASES: Dict[str, Case] = {
     c.name: c
     for c in (
-        Case("module_fwd", "module", False, 56, "module"),
-        Case("module_fwdbwd", "module", True, 56, "module"),
+        Case("module_fwd", "module", False, 56, "module", "blocked", "module_unfold_fwd"),
+        Case("module_fwdbwd", "module", True, 56, "module", "blocked", "module_unfold_fwdbwd"),
+        # the official counterpart of the unfold cases is the same as above: measured once, with module_fwd*
+        Case("module_unfold_fwd", "module", False, 56, None, "unfold"),
+        Case("module_unfold_fwdbwd", "module", True, 56, None, "unfold"),
         Case("resnet50_fwd", "acmix_resnet50", False, 224, "resnet50"),
         Case("resnet50_train", "acmix_resnet50", True, 224, "resnet50"),
         Case("swin_tiny_fwd", "acmix_swin_tiny", False, 224, "swin_tiny"),
@@ -88,11 +108,6 @@ CASES: Dict[str, Case] = {
     )
 }
 IMPLS = ("mindspore", "official", "mindspore_o2")
-OFFICIAL_FILES = (
-    "ResNet/test_bottleneck.py",
-    "ResNet/ResNet_ImageNet.py",
-    "Swin-Transformer/models/swin_transformer_acmix.py",
-)
 
 
 # ----------------------------------------------------------------------------------------------- measuring
@@ -152,7 +167,7 @@ def _ms_model(case: Case, size: int):
     from src.models.layers import ACmix
 
     if case.model == "module":
-        return ACmix(MODULE_CHANNELS, MODULE_CHANNELS)
+        return ACmix(MODULE_CHANNELS, MODULE_CHANNELS, attn_impl=case.attn_impl or "blocked")
     try:
         return create_model(case.model, num_classes=1000, img_size=size)
     except TypeError as exc:  # convolutional hosts take any size and no img_size
@@ -179,7 +194,6 @@ def run_mindspore(
         amp_dtype: None (fp32) or ``"float16"``/``"bfloat16"`` for ``auto_mixed_precision(net, "O2")``.
         graph_kernel: "auto", "on" or "off", as the ``graph_kernel`` key of the training config.
     """
-    sys.path.insert(0, str(ROOT))
     import mindspore as ms
     from mindspore import nn
 
@@ -239,79 +253,24 @@ def run_mindspore(
         precision=amp_dtype or "float32",
         graph_kernel=bool(ms.get_context("enable_graph_kernel")),  # what init_env set, not a second derivation
     )
+    if case.attn_impl is not None:
+        res["attn_impl"] = case.attn_impl
     return res
 
 
 # ----------------------------------------------------------------------------------- the official code
 
 
-def _stand_in_modules() -> None:
-    """Minimal ``timm.models.layers`` and ``torchvision.models.utils`` where those packages are missing.
-
-    The official files import DropPath/to_2tuple/trunc_normal_ and load_state_dict_from_url from them; these
-    are small helpers, re-stated here so that the benchmark needs only torch.
-    """
-    import torch
-
-    if importlib.util.find_spec("timm") is None:
-
-        class DropPath(torch.nn.Module):
-            """Zero whole samples of the residual branch with probability ``drop_prob`` (train mode)."""
-
-            def __init__(self, drop_prob: float = 0.0) -> None:
-                super().__init__()
-                self.drop_prob = float(drop_prob or 0.0)
-
-            def forward(self, x: torch.Tensor) -> torch.Tensor:
-                if not self.training or self.drop_prob == 0.0:
-                    return x
-                keep = 1.0 - self.drop_prob
-                mask = x.new_empty((x.shape[0],) + (1,) * (x.ndim - 1)).bernoulli_(keep)
-                return x * mask / keep
-
-        def to_2tuple(v):
-            return tuple(v) if isinstance(v, (tuple, list)) else (v, v)
-
-        def trunc_normal_(t: torch.Tensor, mean: float = 0.0, std: float = 1.0, a: float = -2.0, b: float = 2.0):
-            return torch.nn.init.trunc_normal_(t, mean=mean, std=std, a=a, b=b)
-
-        layers = types.ModuleType("timm.models.layers")
-        layers.DropPath, layers.to_2tuple, layers.trunc_normal_ = DropPath, to_2tuple, trunc_normal_
-        models = types.ModuleType("timm.models")
-        models.layers = layers
-        timm = types.ModuleType("timm")
-        timm.models = models
-        sys.modules.update({"timm": timm, "timm.models": models, "timm.models.layers": layers})
-
-    if importlib.util.find_spec("torchvision") is None:
-        utils = types.ModuleType("torchvision.models.utils")
-        utils.load_state_dict_from_url = torch.hub.load_state_dict_from_url
-        models = types.ModuleType("torchvision.models")
-        models.utils = utils
-        tv = types.ModuleType("torchvision")
-        tv.models = models
-        sys.modules.update({"torchvision": tv, "torchvision.models": models, "torchvision.models.utils": utils})
-
-
 def _official_model(case: Case, size: int, root: Path):
     """The official PyTorch network of a case, imported from the checkout ``root``."""
-    _stand_in_modules()
-    sys.path.insert(0, str(root / "ResNet"))  # ResNet_ImageNet imports test_bottleneck by that name
+    code = load_official(root)
     if case.official == "module":
-        from test_bottleneck import ACmix
-
-        return ACmix(MODULE_CHANNELS, MODULE_CHANNELS)
+        return code.acmix.ACmix(MODULE_CHANNELS, MODULE_CHANNELS)
     if case.official == "resnet50":
-        from ResNet_ImageNet import ACmix_ResNet
-
-        return ACmix_ResNet(layers=[3, 4, 6, 3], num_classes=1000)
+        return code.resnet.ACmix_ResNet(layers=[3, 4, 6, 3], num_classes=1000)
     if case.official == "swin_tiny":
-        path = root / "Swin-Transformer" / "models" / "swin_transformer_acmix.py"
-        spec = importlib.util.spec_from_file_location("official_swin_acmix", path)
-        mod = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(mod)
         # the official acmix_swin_tiny config: embed 96, depths 2-2-6-2, heads 3-6-12-24, window 7, drop path 0.2
-        return mod.SwinTransformer_acmix(img_size=size, num_classes=1000, drop_path_rate=0.2)
+        return code.swin.SwinTransformer_acmix(img_size=size, num_classes=1000, drop_path_rate=0.2)
     raise ValueError(f"case {case.name} has no official counterpart")
 
 
@@ -438,21 +397,22 @@ def _get(rows: List[Dict[str, Any]], case: str, impl: str) -> Optional[Dict[str,
     return next((r for r in rows if r["case"] == case and r["impl"] == impl), None)
 
 
+def _val(r: Optional[Dict[str, Any]], key: str) -> Optional[float]:
+    return r.get(key) if r and r.get("status") == "ok" else None
+
+
 def summarize(rows: List[Dict[str, Any]], cases: Sequence[Case]) -> Tuple[List[Dict[str, Any]], str]:
-    """Per-case comparison (MindSpore / official) and the markdown tables.
+    """Per-case comparison (MindSpore / official; ``mem_ratio`` from ``peak_mib``) and the markdown tables.
 
     Args:
         rows: results of every run.
         cases: the cases, in order.
     """
 
-    def val(r: Optional[Dict[str, Any]], key: str) -> Optional[float]:
-        return r.get(key) if r and r.get("status") == "ok" else None
-
     comparison, out = [], []
     out.append(
-        "| case | batch | size | MS compile s | MS median s | official median s | time ratio | MS peak MiB "
-        "| (of it after compile) | official peak MiB | mem ratio | MS img/s | official img/s |"
+        "| case | batch | size | MS compile s | MS median s | official median s | time ratio | MS peak_mib "
+        "| MS run_peak_mib | official peak_mib | mem ratio | MS img/s | official img/s |"
     )
     out.append("|" + "---|" * 13)
     for case in cases:
@@ -461,35 +421,35 @@ def summarize(rows: List[Dict[str, Any]], cases: Sequence[Case]) -> Tuple[List[D
             continue
         item = {
             "case": case.name,
-            "time_ratio": _ratio(val(ms_r, "median_s"), val(of_r, "median_s")),
-            "mem_ratio": _ratio(val(ms_r, "peak_mib"), val(of_r, "peak_mib")),
+            "time_ratio": _ratio(_val(ms_r, "median_s"), _val(of_r, "median_s")),
+            "mem_ratio": _ratio(_val(ms_r, "peak_mib"), _val(of_r, "peak_mib")),
         }
         comparison.append(item)
-        ms_med = val(ms_r, "median_s") if ms_r["status"] == "ok" else "failed"
-        of_med = "n/a" if of_r is None else (val(of_r, "median_s") if of_r["status"] == "ok" else "failed")
+        ms_med = _val(ms_r, "median_s") if ms_r["status"] == "ok" else "failed"
+        of_med = "n/a" if of_r is None else (_val(of_r, "median_s") if of_r["status"] == "ok" else "failed")
         cells = [
             case.name,
             ms_r["batch"],
             ms_r["size"],
-            _fmt(val(ms_r, "compile_s"), 1),
+            _fmt(_val(ms_r, "compile_s"), 1),
             _fmt(ms_med, 3),
             _fmt(of_med, 3),
             _fmt(item["time_ratio"]),
-            _fmt(val(ms_r, "peak_mib"), 0),
-            _fmt(val(ms_r, "run_peak_mib"), 0),
-            _fmt(val(of_r, "peak_mib"), 0),
+            _fmt(_val(ms_r, "peak_mib"), 0),
+            _fmt(_val(ms_r, "run_peak_mib"), 0),
+            _fmt(_val(of_r, "peak_mib"), 0),
             _fmt(item["mem_ratio"]),
-            _fmt(val(ms_r, "images_per_s"), 1),
-            _fmt(val(of_r, "images_per_s"), 1),
+            _fmt(_val(ms_r, "images_per_s"), 1),
+            _fmt(_val(of_r, "images_per_s"), 1),
         ]
         out.append("| " + " | ".join(str(c) for c in cells) + " |")
 
     amp = [r for r in rows if r["impl"] == "mindspore_o2"]
     if amp:
-        out += ["", "| case | amp O2 dtype | status | compile s | median s | fp32 median s | speed-up | peak MiB |"]
+        out += ["", "| case | amp O2 dtype | status | compile s | median s | fp32 median s | speed-up | peak_mib |"]
         out.append("|" + "---|" * 8)
         for r in amp:
-            fp32 = val(_get(rows, r["case"], "mindspore"), "median_s")
+            fp32 = _val(_get(rows, r["case"], "mindspore"), "median_s")
             status = "ok" if r["status"] == "ok" else f"failed: {r['error'][:160]}"
             if r.get("float16_error"):
                 status = f"float16 failed: {r['float16_error'][:160]}; bfloat16 {status}"
@@ -498,14 +458,57 @@ def summarize(rows: List[Dict[str, Any]], cases: Sequence[Case]) -> Tuple[List[D
                 r["case"],
                 r.get("amp_dtype", "-"),
                 status,
-                _fmt(val(r, "compile_s"), 1),
-                _fmt(val(r, "median_s"), 3),
+                _fmt(_val(r, "compile_s"), 1),
+                _fmt(_val(r, "median_s"), 3),
                 _fmt(fp32, 3),
-                _fmt(_ratio(fp32, val(r, "median_s"))),
-                _fmt(val(r, "peak_mib"), 0),
+                _fmt(_ratio(fp32, _val(r, "median_s"))),
+                _fmt(_val(r, "peak_mib"), 0),
             ]
             out.append("| " + " | ".join(str(c) for c in cells) + " |")
     return comparison, "\n".join(out)
+
+
+def compare_attn_impls(rows: List[Dict[str, Any]], cases: Sequence[Case]) -> Tuple[List[Dict[str, Any]], str]:
+    """Blocked / unfold ratios of the ACmix module, for every case whose baseline case ran too (same run).
+
+    Args:
+        rows: results of every run.
+        cases: the cases, in order.
+    """
+    items, out = [], []
+    for case in cases:
+        new, base = _get(rows, case.name, "mindspore"), _get(rows, case.baseline or "", "mindspore")
+        if new is None or base is None:
+            continue
+        items.append(
+            {
+                "case": case.name,
+                "baseline": case.baseline,
+                "time_ratio": _ratio(_val(new, "median_s"), _val(base, "median_s")),
+                "mem_ratio": _ratio(_val(new, "peak_mib"), _val(base, "peak_mib")),
+                "run_mem_ratio": _ratio(_val(new, "run_peak_mib"), _val(base, "run_peak_mib")),
+            }
+        )
+        cells = [
+            f"{case.name} / {case.baseline}",
+            _fmt(_val(new, "median_s"), 3),
+            _fmt(_val(base, "median_s"), 3),
+            _fmt(items[-1]["time_ratio"]),
+            _fmt(_val(new, "peak_mib"), 0),
+            _fmt(_val(base, "peak_mib"), 0),
+            _fmt(items[-1]["mem_ratio"]),
+            _fmt(_val(new, "run_peak_mib"), 0),
+            _fmt(_val(base, "run_peak_mib"), 0),
+            _fmt(items[-1]["run_mem_ratio"]),
+        ]
+        out.append("| " + " | ".join(str(c) for c in cells) + " |")
+    if out:
+        head = (
+            "| blocked / unfold | median s | unfold median s | time ratio | peak_mib | unfold peak_mib | mem ratio "
+            "| run_peak_mib | unfold run_peak_mib | run mem ratio |"
+        )
+        out = [head, "|" + "---|" * 10, *out]
+    return items, "\n".join(out)
 
 
 def _parse_cases(text: str) -> List[Case]:
@@ -514,17 +517,6 @@ def _parse_cases(text: str) -> List[Case]:
     if unknown or not names:
         raise argparse.ArgumentTypeError(f"unknown case(s) {unknown}; choose from {', '.join(CASES)}")
     return [CASES[n] for n in names]
-
-
-def _official_usable(path: Optional[Path]) -> Tuple[bool, str]:
-    if path is None:
-        return False, "not requested"
-    missing = [f for f in OFFICIAL_FILES if not (path / f).is_file()]
-    if missing:
-        return False, f"{path} lacks {', '.join(missing)}"
-    if importlib.util.find_spec("torch") is None:
-        return False, "torch is not importable"
-    return True, "ok"
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
@@ -567,7 +559,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         print(json.dumps(_child(args)))
         return 0
 
-    use_official, why = _official_usable(args.official)
+    use_official, why = official_usable(args.official)
     if args.official is not None and not use_official:
         print(f"warning: not running the official code: {why}", file=sys.stderr)
     rows: List[Dict[str, Any]] = []
@@ -591,12 +583,16 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             print(f"[{case.name} / {impl}] {done}", file=sys.stderr, flush=True)
 
     comparison, table = summarize(rows, args.cases)
+    impl_comparison, impl_table = compare_attn_impls(rows, args.cases)
     print(
         f"batch {args.batch}, fp32 unless noted, median of {args.repeat} calls after one warm-up, "
         f"torch threads {args.torch_threads}, CPU cores {os.cpu_count()}, MindSpore graph kernel {args.graph_kernel} "
         f"(kernel cache {args.kernel_cache or 'cold'}); ratios are MindSpore / official"
     )
     print(table)
+    if impl_table:
+        print("\nACmix module 64->64, blocked (default) against unfold (the official formulation), MindSpore:")
+        print(impl_table)
     if args.json:
         setting = {
             "batch": args.batch,
@@ -612,7 +608,17 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             "sgd": {"lr": LR, "momentum": MOMENTUM},
         }
         args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps({"setting": setting, "results": rows, "comparison": comparison}, indent=2))
+        args.json.write_text(
+            json.dumps(
+                {
+                    "setting": setting,
+                    "results": rows,
+                    "comparison": comparison,
+                    "attn_impl_comparison": impl_comparison,
+                },
+                indent=2,
+            )
+        )
         print(f"wrote {args.json}")
     return 0 if all(r["status"] == "ok" for r in rows) else 1
 

@@ -1,8 +1,7 @@
-"""Tools: the FLOPs counter (model summary) and the memory benchmark."""
+"""Tools: the FLOPs counter (model summary). The benchmark tool has its own tests (test_bench.py)."""
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
@@ -26,15 +25,3 @@ def test_model_summary_prints_parameters_and_shape():
 def test_model_summary_rejects_unknown_model():
     proc = run("scripts/model_summary.py", "--model", "resnet9000")
     assert proc.returncode != 0 and "unknown model" in proc.stderr
-
-
-def test_memory_benchmark_runs_and_reports_ratios(tmp_path):
-    out = tmp_path / "mem.json"
-    proc = run("benchmarks/acmix_memory.py", "--batch", "1", "--size", "12", "--repeat", "1", "--json", str(out))
-    assert proc.returncode == 0, proc.stderr
-    results = json.loads(out.read_text())["results"]
-    assert {(r["impl"], r["mode"]) for r in results} == {
-        (impl, mode) for impl in ("unfold", "blocked") for mode in ("forward", "forward+backward")
-    }
-    assert all(r["peak_mib"] >= 0 and r["median_s"] > 0 for r in results)
-    assert "mem ratio" in proc.stdout
