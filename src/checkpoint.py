@@ -173,7 +173,7 @@ def restore_train_state(train_step: nn.Cell, path: str) -> Dict[str, float]:
     params, meta = read_checkpoint(path)
     if "global_step" not in meta or "epoch" not in meta:
         raise CheckpointError(f"{path} has no epoch/global_step: not a training checkpoint of this project")
-    own = train_step.parameters_dict()
+    own = train_step.state_parameters()
     missing, _, wrong = param_mismatches(own, params)
     if missing or wrong:
         raise CheckpointError(

@@ -1,15 +1,19 @@
-"""The compiled train step (loss scaling, overflow skipping, clipping, gradient averaging, EMA) and evaluation."""
+"""The compiled train step (loss scaling, overflow skipping, clipping, gradient averaging, EMA, an on-device loss
+meter) and evaluation."""
 
 from __future__ import annotations
 
 import time
-from typing import Dict, Iterable, Optional
+from typing import Dict, Iterable, Optional, Tuple
 
 import numpy as np
 from mindspore import Parameter, ParameterTuple, Tensor, nn, ops
+from mindspore import amp as ms_amp
 from mindspore import dtype as mstype
 
-__all__ = ["ClassificationLoss", "NetWithLoss", "TrainStep", "evaluate"]
+__all__ = ["ClassificationLoss", "NetWithLoss", "TrainStep", "evaluate", "METER_PREFIX"]
+
+METER_PREFIX = "meter."  # the loss meter's parameters: progress figures, not training state (never checkpointed)
 
 
 class ClassificationLoss(nn.Cell):
@@ -62,7 +66,13 @@ class TrainStep(nn.Cell):
 
     Dynamic loss scaling: a step whose gradients are not finite is skipped (no update, EMA untouched) and the
     scale is divided by 2; after ``scale_window`` finite steps in a row it is doubled.  With ``loss_scale_type``
-    "fixed" the scale never changes but overflowing steps are still skipped; "none" is scale 1.
+    "fixed" the scale never changes but overflowing steps are still skipped; "none" is scale 1.  Finiteness is
+    ``mindspore.amp.all_finite``, which also sees overflow on Ascend devices whose float mode saturates (an
+    overflow there gives +-max, not inf/nan).
+
+    The loss meter sums the losses of finite steps and counts finite and skipped steps in parameters on the
+    device, so a training loop reads the loss only at its log points (:meth:`read_meter`), never after every
+    step: no host synchronisation per step, and the same code under data sinking.
 
     Args:
         net_with_loss: model and loss.
@@ -106,6 +116,9 @@ class TrainStep(nn.Cell):
             self.ema = ParameterTuple(
                 [Parameter(p.data.copy(), name=f"ema.{p.name}", requires_grad=False) for p in ema_sources]
             )
+        self.loss_sum = Parameter(Tensor(0.0, mstype.float32), name=f"{METER_PREFIX}loss_sum", requires_grad=False)
+        self.finite_steps = Parameter(Tensor(0, mstype.int32), name=f"{METER_PREFIX}finite", requires_grad=False)
+        self.skipped_steps = Parameter(Tensor(0, mstype.int32), name=f"{METER_PREFIX}skipped", requires_grad=False)
 
     def construct(self, images: Tensor, labels: Tensor):
         loss = self.net_with_loss(images, labels)
@@ -116,7 +129,8 @@ class TrainStep(nn.Cell):
             grads = self.grad_reducer(grads)
         inv = 1.0 / scale
         grads = self.hyper_map(ops.partial(_unscale, inv), grads)
-        finite = _all_finite(grads)
+        finite = ms_amp.all_finite(grads)
+        loss = ops.depend(loss, self._update_meter(loss, finite))
         if self.dynamic:
             loss = ops.depend(loss, self._update_scale(finite))
         if finite:
@@ -136,6 +150,28 @@ class TrainStep(nn.Cell):
         ops.assign(self.scale, new_scale)
         return ops.assign(self.good_steps, counter)
 
+    def _update_meter(self, loss: Tensor, finite: Tensor):
+        counted = ops.select(finite, loss.astype(mstype.float32), ops.zeros((), mstype.float32))
+        ops.assign_add(self.loss_sum, counted)
+        ops.assign_add(self.finite_steps, finite.astype(mstype.int32))
+        return ops.assign_add(self.skipped_steps, 1 - finite.astype(mstype.int32))
+
+    def read_meter(self) -> Tuple[float, int, int]:
+        """(mean loss of the finite steps, finite steps, skipped steps) since the last read, and reset the meter.
+
+        The one host synchronisation of a log point.
+        """
+        meters = (self.loss_sum, self.finite_steps, self.skipped_steps)
+        values = [p.asnumpy() for p in meters]
+        for p, v in zip(meters, values):
+            p.set_data(Tensor(np.zeros_like(v)))
+        loss_sum, finite, skipped = float(values[0]), int(values[1]), int(values[2])
+        return (loss_sum / finite if finite else float("nan")), int(finite), int(skipped)
+
+    def state_parameters(self) -> Dict[str, Parameter]:
+        """Every parameter a checkpoint must hold to resume exactly: ``parameters_dict()`` without the meter."""
+        return {k: v for k, v in self.parameters_dict().items() if not k.startswith(METER_PREFIX)}
+
     def _update_ema(self):
         return self.hyper_map(ops.partial(_ema_update, self.ema_decay), self.ema, self.ema_sources)
 
@@ -146,11 +182,6 @@ def _unscale(inv: Tensor, grad: Tensor) -> Tensor:
 
 def _ema_update(decay: float, ema: Parameter, source: Parameter):
     return ops.assign(ema, ema * decay + source.astype(ema.dtype) * (1.0 - decay))
-
-
-def _all_finite(grads) -> Tensor:
-    flags = [ops.isfinite(g).all() for g in grads]
-    return ops.stack(flags).all()
 
 
 def evaluate(

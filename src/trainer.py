@@ -1,4 +1,12 @@
-"""The training run behind ``train.py``: data, model, optimizer, compiled step, validation, checkpoints, logs."""
+"""The training run behind ``train.py``, in named steps: build the run, resume it, train an epoch, end the epoch
+(validate, keep the best, save), finish.
+
+An epoch runs in chunks of steps with a log point after each: the train step keeps its loss meter on the device
+and the loop reads it only there.  On Ascend and GPU the chunks are data sinks (``mindspore.data_sink``: the
+pipeline feeds the device queue and the step runs ``sink_size`` times per call); on CPU, where MindSpore does
+not sink, a Python loop calls the compiled step per batch.  docs/accelerators.md says which parts only an
+accelerator runs.
+"""
 
 from __future__ import annotations
 
@@ -9,7 +17,8 @@ import json
 import os
 import time
 from contextlib import contextmanager
-from typing import Dict, List, Optional
+from dataclasses import dataclass, field
+from typing import Any, Dict, List, Optional
 
 from .checkpoint import (
     latest_checkpoint,
@@ -24,7 +33,17 @@ from .errors import CheckpointError, ConfigError, DataError
 from .evaluator import CLASS_NAMES_FILE
 from .logging_utils import MetricsLog, format_seconds, get_logger, plot_curves
 
-__all__ = ["train", "build_network", "epoch_config", "weights_digest", "previous_run_files"]
+__all__ = [
+    "train",
+    "build_network",
+    "epoch_config",
+    "weights_digest",
+    "previous_run_files",
+    "sink_enabled",
+    "sink_steps",
+    "build_train_step",
+    "ThroughputMeter",
+]
 
 METRICS_FILE, CURVES_FILE = "metrics.jsonl", "curves.png"
 
@@ -135,6 +154,104 @@ def _validate(cfg: Config, env: RunEnv, net, train_step, all_reduce) -> Dict[str
     return result
 
 
+def sink_enabled(setting: str, device_target: str) -> bool:
+    """Whether training feeds the device through data sinking: ``auto`` and ``on`` on Ascend and GPU; never on
+    CPU, where MindSpore does not sink (``on`` falls back there, with a log line).
+
+    Args:
+        setting: the ``dataset_sink_mode`` key ("auto", "on" or "off").
+        device_target: "CPU", "GPU" or "Ascend".
+    """
+    return setting != "off" and device_target in ("Ascend", "GPU")
+
+
+def sink_steps(steps_per_epoch: int, sink_size: int, log_interval: int) -> int:
+    """Steps per chunk (one log point each; one data sink on an accelerator).
+
+    A chunk never spans two epochs, so checkpoints and resume stay at epoch boundaries: ``sink_size`` must divide
+    the epoch; 0 picks the largest divisor of the epoch not above ``log_interval``.
+
+    Args:
+        steps_per_epoch: optimizer steps per epoch.
+        sink_size: the ``sink_size`` key (0 = automatic).
+        log_interval: the ``log_interval`` key.
+    """
+    if sink_size:
+        if steps_per_epoch % sink_size:
+            raise ConfigError(
+                f"sink_size {sink_size} does not divide the {steps_per_epoch} steps of an epoch; "
+                "choose a divisor, or 0 for the largest one up to log_interval"
+            )
+        return sink_size
+    return max(d for d in range(1, min(log_interval, steps_per_epoch) + 1) if steps_per_epoch % d == 0)
+
+
+class ThroughputMeter:
+    """Images per second and time left, from the wall time between log points.
+
+    The first chunk a process runs pays the graph compilation and is left out of the rate.
+
+    Args:
+        images_per_step: the global batch.
+    """
+
+    def __init__(self, images_per_step: int) -> None:
+        self.images_per_step = images_per_step
+        self.steps, self.seconds, self.chunks = 0, 0.0, 0
+        self.started = time.perf_counter()
+
+    def lap(self, steps: int) -> float:
+        """Close a chunk of ``steps`` steps (call after the log point's synchronisation); returns its seconds.
+
+        Args:
+            steps: steps the chunk ran.
+        """
+        now = time.perf_counter()
+        elapsed, self.started = now - self.started, now
+        self.chunks += 1
+        if self.chunks > 1:
+            self.steps, self.seconds = self.steps + steps, self.seconds + elapsed
+        return elapsed
+
+    @property
+    def images_per_sec(self) -> float:
+        return self.images_per_step * self.steps / self.seconds if self.seconds > 0 else float("nan")
+
+    def seconds_left(self, steps_left: int) -> float:
+        """Estimated time for ``steps_left`` more steps (nan before the rate is known).
+
+        Args:
+            steps_left: steps still to run.
+        """
+        return steps_left * self.seconds / self.steps if self.steps else float("nan")
+
+
+@dataclass
+class _Run:
+    """What the named steps of a training run share."""
+
+    cfg: Config
+    env: RunEnv
+    log: Any
+    net: Any
+    train_step: Any
+    lrs: Any
+    steps: int  # per epoch
+    chunk: int  # steps per log point (and per sink)
+    sink: bool
+    first_dataset: Any  # epoch 0's pipeline, built to count the steps
+    metrics: Optional[MetricsLog]
+    all_reduce: Any
+    start_epoch: int = 0
+    global_step: int = 0
+    best_top1: float = -1.0
+    last_val: Dict[str, float] = field(default_factory=dict)
+
+    @property
+    def global_batch(self) -> int:
+        return self.cfg.batch_size * self.env.rank_size
+
+
 def train(cfg: Config) -> Dict[str, float]:
     """Train ``cfg.model`` as the config says; returns the last validation result and the best top-1.
 
@@ -142,12 +259,24 @@ def train(cfg: Config) -> Dict[str, float]:
         cfg: resolved config (see ``src/config.py``).
     """
     stale = _claim_output_dir(cfg)
+    run = _build_run(cfg, stale)
+    _resume(run)
+    feed = _SinkFeed(run) if run.sink else _LoopFeed(run)
+    meter = ThroughputMeter(run.global_batch)
+    run.train_step.set_train(True)
+    for epoch in range(run.start_epoch, cfg.epochs):
+        _train_epoch(run, feed, meter, epoch)
+        _end_epoch(run, epoch + 1)
+    return _finish(run)
+
+
+def _build_run(cfg: Config, stale: List[str]) -> _Run:
+    """Device, logs, data checks, model, optimizer and the compiled train step (compiled at its first call)."""
     env = init_env(cfg.device_target, cfg.mode, cfg.seed, cfg.distribute, cfg.graph_kernel, training=True)
-    from mindspore import nn, ops
+    from mindspore import ops
 
     from .data import check_dataset, create_dataset
-    from .engine import ClassificationLoss, NetWithLoss, TrainStep
-    from .optim import create_optimizer, scaled_lr, warmup_cosine_lr
+    from .optim import scaled_lr
 
     out = cfg.output_dir
     if env.is_main:
@@ -172,21 +301,49 @@ def train(cfg: Config) -> Dict[str, float]:
             f"{info.num_images} training images give no full batch of {cfg.batch_size} per device "
             f"on {env.rank_size} device(s); lower batch_size"
         )
+    sink = sink_enabled(cfg.dataset_sink_mode, env.device_target)
+    if cfg.dataset_sink_mode == "on" and not sink:
+        log.info(f"dataset_sink_mode on: MindSpore sinks data only on Ascend and GPU; {env.device_target} trains "
+                 "without sinking")  # fmt: skip
+    chunk = sink_steps(steps, cfg.sink_size, cfg.log_interval) if sink else min(cfg.log_interval, steps)
     global_batch = cfg.batch_size * env.rank_size
     base_lr = scaled_lr(cfg.lr, global_batch, cfg.lr_base_batch)
     log.info(
         f"model {cfg.model} | {info.num_images} training images, {info.num_classes} classes | batch {cfg.batch_size}"
         f" per device x {env.rank_size} device(s) = {global_batch} | lr {cfg.lr} for {cfg.lr_base_batch or 'any'}"
         f" images -> {base_lr:.6g} | {steps} steps/epoch x {cfg.epochs} epochs"
+        f" | {'data sinking, ' if sink else ''}{chunk} steps per log point"
     )
 
     net = build_network(cfg)
-    loss_fn = ClassificationLoss(cfg.num_classes, cfg.label_smoothing)
-    lrs = warmup_cosine_lr(base_lr, cfg.min_lr, cfg.warmup_lr, cfg.epochs, cfg.warmup_epochs, steps)
+    train_step, lrs = build_train_step(cfg, net, steps, env.rank_size)
+    n_params = sum(int(p.size) for p in net.trainable_params())
+    log.info(f"{n_params:,} parameters | optimizer {cfg.opt} | amp {cfg.amp_level} | loss scale {cfg.loss_scale_type}")
+    metrics = MetricsLog(os.path.join(out, METRICS_FILE)) if env.is_main else None
+    all_reduce = ops.AllReduce() if env.distributed else None
+    return _Run(cfg, env, log, net, train_step, lrs, steps, chunk, sink, train_ds, metrics, all_reduce)
+
+
+def build_train_step(cfg: Config, net, steps_per_epoch: int, rank_size: int = 1):
+    """(the compiled-on-first-call train step of ``net``, the per-step learning rates) as the recipe says.
+
+    Args:
+        cfg: resolved config (optimizer, schedule, loss, loss scale, clipping, EMA keys).
+        net: the model (from :func:`build_network`).
+        steps_per_epoch: optimizer steps per epoch (the schedule is per step).
+        rank_size: data-parallel devices (> 1 adds the gradient all-reduce).
+    """
+    from mindspore import nn
+
+    from .engine import ClassificationLoss, NetWithLoss, TrainStep
+    from .optim import create_optimizer, scaled_lr, warmup_cosine_lr
+
+    base_lr = scaled_lr(cfg.lr, cfg.batch_size * rank_size, cfg.lr_base_batch)
+    lrs = warmup_cosine_lr(base_lr, cfg.min_lr, cfg.warmup_lr, cfg.epochs, cfg.warmup_epochs, steps_per_epoch)
     optimizer = create_optimizer(cfg, net.trainable_params(), lrs)
-    reducer = nn.DistributedGradReducer(optimizer.parameters, True, env.rank_size) if env.distributed else None
+    reducer = nn.DistributedGradReducer(optimizer.parameters, True, rank_size) if rank_size > 1 else None
     train_step = TrainStep(
-        NetWithLoss(net, loss_fn),
+        NetWithLoss(net, ClassificationLoss(cfg.num_classes, cfg.label_smoothing)),
         optimizer,
         loss_scale=1.0 if cfg.loss_scale_type == "none" else cfg.loss_scale,
         dynamic=cfg.loss_scale_type == "dynamic",
@@ -195,105 +352,160 @@ def train(cfg: Config) -> Dict[str, float]:
         ema_decay=cfg.ema_decay,
         grad_reducer=reducer,
     )
-    all_reduce = ops.AllReduce() if env.distributed else None
-    n_params = sum(int(p.size) for p in net.trainable_params())
-    log.info(f"{n_params:,} parameters | optimizer {cfg.opt} | amp {cfg.amp_level} | loss scale {cfg.loss_scale_type}")
+    return train_step, lrs
 
-    start_epoch, global_step, best_top1 = 0, 0, -1.0
-    resume = resolve_resume(cfg)
-    if cfg.resume == "auto" and not resume:
-        log.info(f"--resume auto: no checkpoint in {out}; starting from scratch")
-    if resume:
-        meta = restore_train_state(train_step, resume)
-        start_epoch, global_step = int(meta["epoch"]), int(meta["global_step"])
-        best_top1 = meta.get("best_top1", -1.0)
-        log.info(f"resumed from {resume}: epoch {start_epoch} done, global step {global_step}")
-        if start_epoch * steps != global_step:
+
+def _resume(run: _Run) -> None:
+    """Restore the train step from ``--resume`` and cut the metrics log back to the step it continues from."""
+    cfg = run.cfg
+    path = resolve_resume(cfg)
+    if cfg.resume == "auto" and not path:
+        run.log.info(f"--resume auto: no checkpoint in {cfg.output_dir}; starting from scratch")
+    if path:
+        meta = restore_train_state(run.train_step, path)
+        run.start_epoch, run.global_step = int(meta["epoch"]), int(meta["global_step"])
+        run.best_top1 = meta.get("best_top1", -1.0)
+        run.log.info(f"resumed from {path}: epoch {run.start_epoch} done, global step {run.global_step}")
+        if run.start_epoch * run.steps != run.global_step:
             raise CheckpointError(
-                f"{resume} stopped at step {global_step}, but {start_epoch} epochs of {steps} steps make "
-                f"{start_epoch * steps}: the data or batch size changed since it was written"
+                f"{path} stopped at step {run.global_step}, but {run.start_epoch} epochs of {run.steps} steps make "
+                f"{run.start_epoch * run.steps}: the data or batch size changed since it was written"
+            )
+    if run.metrics:  # one continuous history: what an interrupted run logged after its checkpoint is dropped
+        run.metrics.truncate(run.global_step)
+
+
+class _LoopFeed:
+    """Plain feeding (CPU): one pipeline per epoch, seeded by (seed, epoch), so a resumed run sees exactly the
+    batches an uninterrupted one would; the compiled step is called per batch without reading its outputs."""
+
+    def __init__(self, run: _Run) -> None:
+        self.run = run
+        self.batches = None
+
+    def start_epoch(self, epoch: int) -> None:
+        from .data import create_dataset
+
+        run, cfg = self.run, self.run.cfg
+        if epoch == 0:
+            dataset = run.first_dataset
+        else:
+            dataset, _ = create_dataset(epoch_config(cfg, epoch), cfg.train_split, True, run.env.rank_size,
+                                        run.env.rank_id)  # fmt: skip
+        self.batches = iter(dataset.create_tuple_iterator(num_epochs=1))
+
+    def run_steps(self, n: int) -> None:
+        for _ in range(n):
+            images, labels = next(self.batches)
+            self.run.train_step(images, labels)
+
+
+class _SinkFeed:
+    """Data sinking (Ascend, GPU): one pipeline for the rest of the run feeds the device queue, and
+    ``mindspore.data_sink`` runs ``chunk`` steps per call.
+
+    The pipeline is built once (each new one is a new device queue and a new graph), seeded for the epoch the
+    process starts at: a resumed run restores every parameter and the step exactly, but its batches after the
+    resume point are a different draw than an uninterrupted run's (docs/accelerators.md).
+    """
+
+    def __init__(self, run: _Run) -> None:
+        import mindspore as ms
+
+        from .data import create_dataset
+
+        cfg = run.cfg
+        dataset = run.first_dataset
+        if run.start_epoch:
+            dataset, _ = create_dataset(epoch_config(cfg, run.start_epoch), cfg.train_split, True,
+                                        run.env.rank_size, run.env.rank_id)  # fmt: skip
+        self.chunk = run.chunk
+        self.sink = ms.data_sink(run.train_step, dataset, sink_size=run.chunk, jit_config=ms.JitConfig())
+
+    def start_epoch(self, epoch: int) -> None:
+        pass  # the sunk pipeline runs on from one epoch into the next
+
+    def run_steps(self, n: int) -> None:
+        if n != self.chunk:
+            raise RuntimeError(f"a sink runs {self.chunk} steps, asked for {n}")
+        self.sink()
+
+
+def _train_epoch(run: _Run, feed, meter: ThroughputMeter, epoch: int) -> None:
+    """One epoch in chunks of ``run.chunk`` steps, with a log point (and a metrics record) after each."""
+    cfg = run.cfg
+    feed.start_epoch(epoch)
+    total_steps = cfg.epochs * run.steps
+    done = 0
+    while done < run.steps:
+        n = min(run.chunk, run.steps - done)
+        feed.run_steps(n)
+        done, run.global_step = done + n, run.global_step + n
+        mean_loss, _, skipped = run.train_step.read_meter()  # the chunk's one host synchronisation
+        elapsed = meter.lap(n)
+        lr_now = float(run.lrs[run.global_step - 1])
+        left = meter.seconds_left(total_steps - run.global_step)
+        if skipped:
+            scale = float(run.train_step.scale.asnumpy())
+            run.log.info(f"{skipped} step(s) overflowed and were skipped; loss scale now {scale:g}")
+        run.log.info(
+            f"epoch {epoch + 1}/{cfg.epochs} step {done}/{run.steps} | loss {mean_loss:.4f} | lr {lr_now:.3e}"
+            f" | {meter.images_per_sec:.1f} img/s | left {format_seconds(left) if left == left else '?'}"
+            f" | {elapsed:.1f}s"
+        )
+        if run.metrics:
+            run.metrics.write(
+                {
+                    "kind": "train",
+                    "epoch": epoch + 1,
+                    "step": run.global_step,
+                    "epoch_float": run.global_step / run.steps,
+                    "loss": mean_loss,
+                    "lr": lr_now,
+                    "images_per_sec": meter.images_per_sec,
+                    "skipped_steps": skipped,
+                }
             )
 
-    metrics = MetricsLog(os.path.join(out, METRICS_FILE)) if env.is_main else None
-    if metrics:  # one continuous history: what an interrupted run logged after its checkpoint is dropped
-        metrics.truncate(global_step)
-    total_steps = cfg.epochs * steps
-    last_val: Dict[str, float] = {}
-    timed_steps, timed_seconds = 0, 0.0
-    net.set_train(True)
-    for epoch in range(start_epoch, cfg.epochs):
-        if epoch > 0:  # epoch 0's pipeline was built above to count the steps
-            train_ds, _ = create_dataset(epoch_config(cfg, epoch), cfg.train_split, True, env.rank_size, env.rank_id)
-        window_loss, window_n, skipped = 0.0, 0, 0
-        t_window = time.perf_counter()
-        for i, (images, labels) in enumerate(train_ds.create_tuple_iterator(num_epochs=1)):
-            t0 = time.perf_counter()
-            loss, finite, scale = train_step(images, labels)
-            loss_value = float(loss.asnumpy())
-            dt = time.perf_counter() - t0
-            if global_step > start_epoch * steps:  # the first step of a process pays the compilation
-                timed_steps, timed_seconds = timed_steps + 1, timed_seconds + dt
-            if bool(finite.asnumpy()):
-                window_loss, window_n = window_loss + loss_value, window_n + 1
-            else:
-                skipped += 1
-                log.info(f"step {global_step}: gradients overflowed at loss scale {float(scale.asnumpy()):g}; skipped")
-            lr_now = float(lrs[min(global_step, total_steps - 1)])
-            global_step += 1
-            if (i + 1) % cfg.log_interval == 0 or i + 1 == steps:
-                elapsed = time.perf_counter() - t_window
-                speed = global_batch * timed_steps / timed_seconds if timed_seconds > 0 else float("nan")
-                eta = (total_steps - global_step) * (timed_seconds / timed_steps) if timed_steps else float("nan")
-                mean_loss = window_loss / window_n if window_n else float("nan")
-                log.info(
-                    f"epoch {epoch + 1}/{cfg.epochs} step {i + 1}/{steps} | loss {mean_loss:.4f} | lr {lr_now:.3e}"
-                    f" | {speed:.1f} img/s | left {format_seconds(eta) if eta == eta else '?'}"
-                    f" | {elapsed:.1f}s"
-                )
-                if metrics:
-                    metrics.write(
-                        {
-                            "kind": "train",
-                            "epoch": epoch + 1,
-                            "step": global_step,
-                            "epoch_float": global_step / steps,
-                            "loss": mean_loss,
-                            "lr": lr_now,
-                            "images_per_sec": speed,
-                            "skipped_steps": skipped,
-                        }
-                    )
-                window_loss, window_n, t_window = 0.0, 0, time.perf_counter()
-        done = epoch + 1
-        if done % cfg.eval_interval == 0 or done == cfg.epochs:
-            last_val = _validate(cfg, env, net, train_step, all_reduce)
-            log.info(
-                f"epoch {done} validation: top-1 {last_val['top1']:.2f}% top-5 {last_val['top5']:.2f}% "
-                f"loss {last_val['loss']:.4f} on {last_val['num_images']} images "
-                f"({last_val['images_per_sec']:.1f} img/s)"
-            )
-            if metrics:
-                metrics.write({"kind": "val", "epoch": done, "step": global_step, **last_val})
-        is_best = bool(last_val) and last_val["top1"] > best_top1 and done % cfg.eval_interval == 0
-        if is_best:
-            best_top1 = last_val["top1"]
-        if env.is_main and (done % cfg.save_interval == 0 or done == cfg.epochs or is_best):
-            meta = {"epoch": done, "global_step": global_step, "best_top1": best_top1}
-            params = train_step.parameters_dict()
-            if done % cfg.save_interval == 0 or done == cfg.epochs:
-                path = os.path.join(out, f"{cfg.model}_epoch{done}.ckpt")
-                save_checkpoint(params, path, meta)
-                rotate_checkpoints(out, cfg.model, cfg.keep_checkpoints)
-                log.info(f"saved {path}")
-            if is_best:
-                save_checkpoint(params, os.path.join(out, f"{cfg.model}_best.ckpt"), meta)
-                log.info(f"new best top-1 {best_top1:.2f}%: saved {cfg.model}_best.ckpt")
-    if metrics and os.path.exists(metrics.path):
-        plot_curves(metrics.path, os.path.join(out, CURVES_FILE))
-    # Data-parallel ranks must end with identical weights; the digest makes that checkable from the logs.
-    log.info(f"weights sha256 {weights_digest(net)}")
-    result = {**last_val, "best_top1": best_top1, "global_step": global_step}
-    log.info(f"done: {result}")
+
+def _end_epoch(run: _Run, done: int) -> None:
+    """Validate (every ``eval_interval`` epochs and at the end), keep the best, save (rank 0 only)."""
+    cfg, log = run.cfg, run.log
+    validated = done % cfg.eval_interval == 0 or done == cfg.epochs
+    if validated:
+        run.last_val = _validate(cfg, run.env, run.net, run.train_step, run.all_reduce)
+        val = run.last_val
+        log.info(
+            f"epoch {done} validation: top-1 {val['top1']:.2f}% top-5 {val['top5']:.2f}% loss {val['loss']:.4f}"
+            f" on {val['num_images']} images ({val['images_per_sec']:.1f} img/s)"
+        )
+        if run.metrics:
+            run.metrics.write({"kind": "val", "epoch": done, "step": run.global_step, **val})
+    is_best = validated and done % cfg.eval_interval == 0 and run.last_val["top1"] > run.best_top1
+    if is_best:
+        run.best_top1 = run.last_val["top1"]
+    periodic = done % cfg.save_interval == 0 or done == cfg.epochs
+    if not run.env.is_main or not (periodic or is_best):
+        return
+    meta = {"epoch": done, "global_step": run.global_step, "best_top1": run.best_top1}
+    params = run.train_step.state_parameters()
+    if periodic:
+        path = os.path.join(cfg.output_dir, f"{cfg.model}_epoch{done}.ckpt")
+        save_checkpoint(params, path, meta)
+        rotate_checkpoints(cfg.output_dir, cfg.model, cfg.keep_checkpoints)
+        log.info(f"saved {path}")
+    if is_best:
+        save_checkpoint(params, os.path.join(cfg.output_dir, f"{cfg.model}_best.ckpt"), meta)
+        log.info(f"new best top-1 {run.best_top1:.2f}%: saved {cfg.model}_best.ckpt")
+
+
+def _finish(run: _Run) -> Dict[str, float]:
+    """The plot, the weights digest (ranks must agree) and the result."""
+    if run.metrics and os.path.exists(run.metrics.path):
+        plot_curves(run.metrics.path, os.path.join(run.cfg.output_dir, CURVES_FILE))
+    run.log.info(f"weights sha256 {weights_digest(run.net)}")
+    result = {**run.last_val, "best_top1": run.best_top1, "global_step": run.global_step}
+    run.log.info(f"done: {result}")
     return result
 
 
