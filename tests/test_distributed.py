@@ -7,6 +7,7 @@ import re
 import shutil
 import socket
 import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -22,7 +23,11 @@ MODEL = [
     "--shuffle", "false", "--epochs", "1", "--num_workers", "1", "--log_interval", "1", "--seed", "3",
     "--drop_path_rate", "0.0",
 ]  # fmt: skip
-ENV = dict(os.environ, GLOG_v="3", DEVICE_TARGET="CPU", CLUSTER_TIME_OUT="60")
+# The launchers run $PYTHON and msrun from PATH: both from the interpreter running the tests (a venv that is not
+# activated has its msrun only next to its python).
+BIN = os.path.dirname(sys.executable)
+ENV = dict(os.environ, GLOG_v="3", DEVICE_TARGET="CPU", CLUSTER_TIME_OUT="60", PYTHON=sys.executable)
+ENV["PATH"] = BIN + os.pathsep + ENV.get("PATH", "")
 
 
 def _free_port() -> int:
