@@ -49,6 +49,7 @@ OFFICIAL_GMACS = {
 
 
 @pytest.mark.parametrize("name", sorted(OFFICIAL_GMACS))
+@pytest.mark.slow  # full-size models built and counted: about a minute on 2 cores
 def test_whole_models_match_the_official_figures(name):
     macs = count_macs(create_model(name), (1, 3, 224, 224)) / 1e9
     # the official Swin flops() also counts LayerNorms (about 0.1%); the ResNet figures match to the digit
@@ -56,6 +57,7 @@ def test_whole_models_match_the_official_figures(name):
     assert abs(macs - OFFICIAL_GMACS[name]) <= tol, macs
 
 
+@pytest.mark.slow  # full-size models built and counted: about a minute on 2 cores
 def test_every_registered_model_is_counted():
     for name in list_models():
         net = create_model(name, num_classes=10)

@@ -174,6 +174,7 @@ def test_clear_errors():
         ("acmix_pvt_small", 32, {"depths": (1, 2, 1, 1), "pos_embed": True}),
     ],
 )
+@pytest.mark.slow  # a full-depth model compiled in graph mode: minutes on 2 cores
 def test_forward_backward_graph_mode(name, size, overrides):
     """Reduced depth at a small input (maps 16..2 and 8..1) trains a step in graph mode; no parameter is dead."""
     ms.set_seed(0)

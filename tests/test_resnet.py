@@ -77,6 +77,7 @@ def test_shift_initialisation_survives_backbone_init():
 
 @pytest.mark.parametrize("size", [32, 64])
 @pytest.mark.parametrize("name", sorted(OFFICIAL_PARAMS))
+@pytest.mark.slow  # a full-depth model compiled in graph mode: minutes on 2 cores
 def test_forward_backward_graph_mode(name, size):
     """Every ResNet trains a step in graph mode at small inputs (the official ResNet cannot run these)."""
     net = create_model(name, num_classes=10)
@@ -87,6 +88,7 @@ def test_forward_backward_graph_mode(name, size):
 
 
 @pytest.mark.parametrize("size", [56, 200])
+@pytest.mark.slow  # a full-depth model compiled in graph mode: minutes on 2 cores
 def test_input_sizes_the_official_model_cannot_run(size):
     """56x56 (maps not larger than the window's reach) and 200x200 (odd maps before a stride-2 stage)."""
     net = create_model("acmix_resnet26", num_classes=10)

@@ -284,6 +284,7 @@ def test_kaiming_uniform_init_and_shift_kernels():
         ("acmix_san19", 64, (1, 1, 1, 1, 1)),
     ],
 )
+@pytest.mark.slow  # a full-depth model compiled in graph mode: minutes on 2 cores
 def test_forward_backward_graph_mode(name, size, kernels):
     net = create_model(name, num_classes=10, layers=[1] * 5, kernels=kernels)
     x = Tensor(np.random.default_rng(size).standard_normal((2, 3, size, size)).astype(np.float32))

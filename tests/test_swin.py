@@ -77,6 +77,7 @@ def test_wrong_input_size_is_a_clear_error():
 
 
 @pytest.mark.parametrize("name", sorted(OFFICIAL_PARAMS))
+@pytest.mark.slow  # a full-depth model compiled in graph mode: minutes on 2 cores
 def test_forward_backward_graph_mode(name):
     """The full-depth architecture at a small input (64x64, window 4) trains a step in graph mode."""
     net = create_model(name, num_classes=10, img_size=64, window_size=4)
