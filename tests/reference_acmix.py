@@ -1,6 +1,6 @@
 """A float64 numpy re-statement of the ACmix module's semantics, written loop by loop.
 
-It follows the fixture README (../shared/fixtures/acmix_torch/README.md) and
+It follows the semantics of the official code that tests/data/README.md describes, and
 extends it the way the project's docstrings define the cases the official code
 cannot run: odd sizes with stride > 1, dilation, tiny maps (repeated reflection),
 any odd kernel_conv.  It evaluates the convolution path literally (fc, then the

@@ -38,7 +38,7 @@ def test_window_attention_by_hand():
     assert count_macs(WindowAttentionACmix(8, 2, 2), (1, 4, 4, 8)) == qkv + attention + proj + fc + dep
 
 
-# Official code's figures (DESIGN.md section 2): ResNet counted with the same convention, Swin by its flops().
+# Official code's figures: ResNet counted with the same convention, Swin by its flops().
 OFFICIAL_GMACS = {
     "acmix_resnet26": 2.22,
     "acmix_resnet38": 2.86,

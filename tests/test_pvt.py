@@ -13,7 +13,7 @@ from src.models.layers import shift_kernel
 from src.models.layers.global_attention import GlobalAttentionACmix
 from tests.conftest import assert_parity, graph_train_step
 
-# DESIGN.md section 2 (the paper's figures): params, multiply-adds at 224x224, 1000 classes
+# The paper's figures: params, multiply-adds at 224x224, 1000 classes
 PAPER = {"acmix_pvt_tiny": (13e6, 2.0e9), "acmix_pvt_small": (25e6, 3.9e9)}
 
 

@@ -15,7 +15,7 @@ from src.models.layers import ACmix, shift_kernel
 from src.models.reference import REFERENCE
 from tests.conftest import assert_parity, graph_train_step, load_fixture
 
-# Counted by running the official PyTorch code (DESIGN.md section 2), 1000 classes.
+# Counted by running the official PyTorch code, 1000 classes.
 OFFICIAL_PARAMS = {
     name: REFERENCE[name].params_official for name in ("acmix_resnet26", "acmix_resnet38", "acmix_resnet50")
 }

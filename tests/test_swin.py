@@ -17,7 +17,7 @@ from src.models.layers.window_attention import WindowAttentionACmix, relative_po
 from src.models.reference import REFERENCE
 from tests.conftest import assert_parity, graph_train_step, load_fixture
 
-# Counted by running the official PyTorch code (DESIGN.md section 2), 1000 classes.
+# Counted by running the official PyTorch code, 1000 classes.
 OFFICIAL_PARAMS = {name: REFERENCE[name].params_official for name in ("acmix_swin_tiny", "acmix_swin_small")}
 
 
