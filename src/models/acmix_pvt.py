@@ -1,73 +1,23 @@
 """ACmix-PVT: PVT v1 whose attention is :class:`GlobalAttentionACmix` (ACmix paper section 4.5, eq. 19).
 
-Host: the PVT v1 classifier (github whai362/PVT, ``classification/pvt.py``), checked
-against that code: four stages, each a strided-convolution patch embedding (4, then 2,
-2, 2) with a LayerNorm (eps 1e-5), position embeddings, dropout and transformer blocks
-(pre-norm, LayerNorm eps 1e-6, exact GELU MLP); embed dims [64, 128, 320, 512], heads
-[1, 2, 5, 8], MLP ratios [8, 8, 4, 4], sr ratios [8, 4, 2, 1], qkv bias on; depths
-[2, 2, 2, 2] (tiny) and [3, 4, 6, 3] (small); a class token joins the last stage and
-alone feeds the final LayerNorm and the head; stochastic depth 0.1 (its configs).
-Parameter names are PVT's (``patch_embed1.proj``, ``block1.0.attn.q``, ``...attn.kv``,
-``...attn.sr``, ``...attn.norm``, ``cls_token``, ``head``), so a PVT checkpoint
-initialises everything but the ACmix additions (``fc``, ``dep_conv``, ``rate1/2``).
+Source: the PVT v1 classifier (Wang et al., ICCV 2021; whai362/PVT, ``classification/pvt.py``), with its
+stages, widths, heads, MLP and sr ratios, class token in the last stage, stochastic depth 0.1 and parameter
+names (``patch_embed1.proj``, ``block1.0.attn.q``, ``...attn.kv``, ``...attn.sr``, ``cls_token``, ``head``),
+so a PVT checkpoint initialises everything but the ACmix additions (``fc``, ``dep_conv``, ``rate1/2``).
+There is no official ACmix-PVT.  Each block's attention keeps PVT's projections and attention and adds the
+convolution path (see :mod:`src.models.layers.global_attention`).
 
-ACmix in each block (details in :mod:`src.models.layers.global_attention`):
+Differences from PVT:
 
-* Stage I is PVT's projections, computed once: ``q`` on every token, ``k, v`` from
-  ``kv(norm(sr(x)))`` on the map reduced sr-fold.
-* The attention path is PVT's global spatial-reduction attention, then ``proj``.
-* The convolution path reads the same q, k, v: q at full resolution, k and v brought
-  back to H x W by parameter-free nearest upsampling (stage 4, sr 1: exactly the core
-  cell), through ``fc`` and the shift-initialised ``dep_conv``.  The class token is a
-  1x1 map of its own (centre taps only).
-* Output ``rate1 * proj(att) + rate2 * conv``: ``proj`` on the attention path only, as
-  in the official Swin variant.
+* No absolute position embeddings by default (``pos_embed=True`` restores them): without them both models
+  are within 3% of the paper's parameter counts, with them ACmix-PVT-T is 3.05% over.
+* A stage whose map is smaller than its sr ratio uses the map size (e.g. 4x4 with sr 8 reduces to one key),
+  where PVT's reduction convolution would fail.
+* The model is built for one input size (``img_size``); another size is a clear error, where PVT
+  interpolates its position embeddings.
+* Two DropPath cells per block instead of one called twice (MindSpore 2.8 repeats a dropout cell's mask).
 
-Counted by :mod:`src.models.flops` (1000 classes, 224x224; paper: 13M / 2.0G tiny,
-25M / 3.9G small; the same counter gives plain PVT-T 13,229,288 / 1.933G and PVT-S
-24,485,864 / 3.816G, PVT's own 13.2M / 1.9G and 24.5M / 3.8G):
-
-=========================================  ======================  ======================
-design                                     tiny params / GMACs     small params / GMACs
-=========================================  ======================  ======================
-**A, no position embeddings (default)**    13,006,752 / 2.017      24,435,379 / 3.973
-                                           (+0.05% / +0.85%)       (-2.26% / +1.87%)
-A with PVT's position embeddings           13,396,128 / 2.017      24,824,755 / 3.973
-(``pos_embed=True``)                       (+3.05% / +0.85%)       (-0.70% / +1.87%)
-B: kv at full resolution, one sr conv      15,266,976 / 2.267      29,125,235 / 4.536
-each for k and v (+LN)                     (+17.4% / +13.4%)       (+16.5% / +16.3%)
-C: kv at full resolution, sr x sr          11,525,280 / 2.085      20,524,275 / 4.116
-average pooling of k and v (no sr conv)    (-11.3% / +4.2%)        (-17.9% / +5.5%)
-=========================================  ======================  ======================
-
-(B and C, with position embeddings, were counted by adding and removing their terms
-from A's; they are not built.)  A keeps every PVT projection and adds only ``fc``,
-``dep_conv`` and the rates (+166,840 parameters and +0.084G on tiny, +338,891 and +0.157G
-on small); B and C would give the convolution path "true" full-resolution keys and
-values, at the cost of the figures above and, for C, of PVT's reduction convolution.
-
-Deviations from the host:
-
-* No absolute position embeddings by default.  PVT's four embeddings hold 389,376
-  parameters; with them ACmix-PVT-T is 13.40M, 3.05% over the paper's 13M (less than
-  PVT-T's 13.2M, so the paper's model must drop something), without them 13.01M.  The
-  evidence is not one-sided: the paper rounds to whole millions, and 13.40M / 24.82M
-  (with) round to its 13M / 25M while 13.01M / 24.44M (without) round to 13M / 24M;
-  but the paper's figures run 1-5% above the official code for ACmix-ResNet and
-  -Swin (e.g. 30M for Swin-T's 28.6M), which fits 24.44M -> "25M".  Without them both
-  models are within 3% of the paper, and the zero-padded convolutions of the ACmix path
-  give the network positional information, the argument with which PVT v2 and CPVT
-  drop absolute embeddings.  ``pos_embed=True`` restores them (trunc normal, std .02).
-* A stage whose map is smaller than its sr ratio uses the map size (e.g. 4x4 with sr 8
-  reduces to one key), where PVT's reduction convolution would fail.
-* The model is built for one input size (``img_size``); PVT interpolates its position
-  embeddings for other sizes, here another size is a clear error.
-* Two DropPath cells per block instead of one called twice (MindSpore 2.8 repeats a
-  dropout cell's mask within a graph).
-* Initialisation is PVT v1's: truncated normal (std .02) for Linear weights, zero
-  biases, LayerNorms 1/0, convolutions at the framework default (PyTorch's and
-  MindSpore's are the same rule; the fan-out normal init is PVT v2's, not v1's);
-  ``dep_conv`` keeps its shift kernels and the rates start at 0.5.
+docs/models.md gives the design, the parameter and FLOPs counts and the alternatives that were not built.
 """
 
 from __future__ import annotations
@@ -78,7 +28,7 @@ import numpy as np
 from mindspore import Parameter, Tensor, nn, ops
 from mindspore.common.initializer import TruncatedNormal, initializer
 
-from .layers.common import DropPath, Mlp, PatchEmbed, layer_norm
+from .layers.common import DropPath, Mlp, PatchEmbed, init_dense_trunc_normal, layer_norm
 from .layers.global_attention import GlobalAttentionACmix
 from .registry import register_model
 
@@ -247,16 +197,7 @@ class PyramidVisionTransformerACmix(nn.Cell):
         self.norm = layer_norm(embed_dims[-1], _EPS)
         self.cls_token = Parameter(initializer(TruncatedNormal(0.02), (1, 1, embed_dims[-1])), name="cls_token")
         self.head = nn.Dense(embed_dims[-1], num_classes)
-        self._init_weights()
-
-    def _init_weights(self) -> None:
-        # PVT v1: truncated normal (std .02) on Linear weights, zero Linear biases, LayerNorms 1/0; its
-        # convolutions keep the framework default, as MindSpore's nn.Conv2d (dep_conv keeps its shift kernels)
-        for _, cell in self.cells_and_names():
-            if isinstance(cell, nn.Dense):
-                cell.weight.set_data(initializer(TruncatedNormal(0.02), cell.weight.shape, cell.weight.dtype))
-                if cell.bias is not None:
-                    cell.bias.set_data(initializer("zeros", cell.bias.shape, cell.bias.dtype))
+        init_dense_trunc_normal(self)  # PVT v1's initialisation (the fan-out normal one is PVT v2's)
 
     def forward_features(self, x: Tensor) -> Tensor:
         """Class-token features after the final norm, (B, embed_dims[-1])."""

@@ -1,20 +1,18 @@
-"""ACmix-ResNet (the paper's Table 1, "ResNet" rows; official ``ResNet/ResNet_ImageNet.py``).
+"""ACmix-ResNet (Pan et al., "On the Integration of Self-Attention and Convolution", CVPR 2022, Table 1).
 
-A ResNet (v1.5: the stride sits in the 3x3 position) whose bottlenecks replace
-the 3x3 convolution by an :class:`~src.models.layers.ACmix` module with
-sliding-window attention (k_att 7, 4 heads, k_conv 3).  Module and parameter
-names follow the official code, so official checkpoints convert by renaming
-(:mod:`src.models.convert`).
+Source: LeapLabTHU/ACmix, ``ResNet/ResNet_ImageNet.py``.  A ResNet (v1.5: the stride sits in the 3x3
+position) whose bottlenecks replace the 3x3 convolution by an :class:`~src.models.layers.ACmix` module with
+sliding-window attention (k_att 7, 4 heads, k_conv 3).  Module and parameter names follow the official
+code, so official checkpoints convert by renaming (:mod:`src.models.convert`).
 
 Differences from the official code:
 
-* The official weight initialisation (Kaiming normal, fan-out, on every
-  ``Conv2d``) also overwrites ``dep_conv``, so the shift initialisation the
-  paper describes is lost there.  Here ``dep_conv`` keeps its shift kernels;
-  every other convolution gets the official Kaiming initialisation.
-* Any input size works (the official model fails at sizes whose feature maps
-  become odd before a stride-2 stage, e.g. 200x200, or not larger than 3 pixels,
-  e.g. 32x32, 56x56, 64x64); see :class:`~src.models.layers.ACmix`.
+* The official weight initialisation (Kaiming normal, fan-out, on every ``Conv2d``) also overwrites
+  ``dep_conv``, so the shift initialisation the paper describes is lost there.  Here ``dep_conv`` keeps its
+  shift kernels; every other convolution gets the official Kaiming initialisation.
+* Any input size works (the official model fails at sizes whose feature maps become odd before a stride-2
+  stage, e.g. 200x200, or not larger than 3 pixels, e.g. 32x32, 56x56, 64x64); see
+  :class:`~src.models.layers.ACmix`.
 """
 
 from __future__ import annotations
@@ -25,6 +23,7 @@ from mindspore import Tensor, nn, ops
 from mindspore.common.initializer import HeNormal, initializer
 
 from .layers import ACmix
+from .layers.common import batch_norm
 from .layers.group_conv import zero_pad
 from .registry import register_model
 
@@ -40,15 +39,6 @@ def conv1x1(in_planes: int, out_planes: int, stride: int = 1) -> nn.Conv2d:
         stride: stride.
     """
     return nn.Conv2d(in_planes, out_planes, 1, stride=stride, pad_mode="valid", has_bias=False)
-
-
-def batch_norm(channels: int) -> nn.BatchNorm2d:
-    """BatchNorm with PyTorch's defaults (eps 1e-5, running-average momentum 0.1).
-
-    Args:
-        channels: number of channels.
-    """
-    return nn.BatchNorm2d(channels, eps=1e-5, momentum=0.9)
 
 
 class Bottleneck(nn.Cell):

@@ -1,55 +1,23 @@
 """ACmix-SAN: SAN's patchwise self-attention network with the ACmix convolution path (paper section 4.5).
 
-Host: SAN, "Exploring Self-attention for Image Recognition" (Zhao, Jia, Koltun, CVPR 2020; official
-``model/san.py`` with ``sa_type=1``, patchwise).  Module and parameter names follow it:
-
-* stem ``conv_in`` (1x1, 3 -> 64, no bias) + ``bn_in`` + ReLU;
-* five stages ``i = 0..4`` of widths 64, 256, 512, 1024, 2048 and kernels [3, 7, 7, 7, 7]; each is
-  ``relu(bn_i(layer_i(conv_i(maxpool(x)))))``: a 2x2/2 max-pool (floor), a 1x1 transition
-  convolution ``conv_i`` (no bias), the stage's blocks, then BN and ReLU (BN-ReLU come *after* the
-  blocks, not after the transition convolution);
-* a pre-activation bottleneck block (``bn1``-ReLU-``sam``-``bn2``-ReLU-``conv`` 1x1 with bias, plus
-  the identity) whose ``sam`` has ``rel_planes = planes / 16``, ``mid_planes = planes / 4``,
-  ``share_planes = 8``; every block keeps the stage width and stride 1;
-* global average pool and ``fc``.
+Source: SAN, "Exploring Self-attention for Image Recognition" (Zhao, Jia, Koltun, CVPR 2020; hszhao/SAN,
+``model/san.py`` with ``sa_type=1``, patchwise), whose module and parameter names it keeps; there is no
+official ACmix-SAN.  ACmix enters through each block's ``sam`` only, a
+:class:`~src.models.layers.patchwise_attention.PatchwiseAttentionACmix` (SAN's patchwise SAM plus the
+convolution path and the rates); everything else is the SAN host: stem ``conv_in`` + ``bn_in``, five stages
+``relu(bn_i(layer_i(conv_i(maxpool(x)))))`` of widths 64 to 2048 and kernels [3, 7, 7, 7, 7], pre-activation
+bottlenecks, global average pool and ``fc``.
 
 Stage depths: SAN-10 [2, 1, 2, 4, 1], SAN-15 [3, 2, 3, 5, 2], SAN-19 [3, 3, 4, 6, 3].
 
-ACmix enters through ``sam`` only: it is a
-:class:`~src.models.layers.patchwise_attention.PatchwiseAttentionACmix`, SAN's patchwise SAM (Stage I
-= its conv1/conv2/conv3, computed once; the attention path = SAN's patchwise attention) plus the
-convolution path fed by the same Stage I features and the mixing scalars; see that module for the
-design of the convolution path.  Everything else is the SAN host unchanged.
-
-Parameters and multiply-adds (1000 classes, 224x224, :mod:`src.models.flops`: convolutions, dense
-layers and the aggregation's products; norms, activations and pooling not counted):
-
-==============  ============  =======  ======  =====  =========================
-model           params        paper    GMACs   paper  host params / GMACs
-==============  ============  =======  ======  =====  =========================
-acmix_san10     11,995,152    12.1M    1.888   1.9G   11,841,124 / 1.791
-acmix_san15     16,414,944    16.6M    2.630   2.7G   16,181,310 / 2.478
-acmix_san19     20,830,304    21.2M    3.317   3.4G   20,518,470 / 3.130
-==============  ============  =======  ======  =====  =========================
-
-That is -0.9 / -1.1 / -1.7 % of the paper's parameters and -0.6 / -2.6 / -2.4 % of its FLOPs.
-"Host" is the model without the convolution path (``fc``, ``dep_conv``, ``rate1/2``): SAN-patchwise,
-published as 11.8M / 16.2M / 20.5M and 1.9 / 2.6 / 3.3G.  SAN's own counter (``util/complexity.py``)
-also counts BatchNorm (2 per element), ReLU, pooling and biases, which gives 1.87 / 2.58 / 3.26G for
-the host: the FLOPs gap is that convention.  The parameter gap is not: the paper's figures imply
-that its (unpublished) ACmix-SAN adds about 0.26M / 0.42M / 0.68M (+-0.05M of rounding) to SAN,
-where the light convolution path here adds 0.154M / 0.234M / 0.312M (``81 * mid + 110`` per block,
-linear in C as the paper's section 4.4 describes the path).  No code or text says what the
-remainder is, so nothing is added to chase it.
-
 Differences from SAN:
 
-* Initialisation: SAN's code sets none, so PyTorch's defaults apply: Kaiming-uniform (a = sqrt(5))
-  weights and uniform(+-1/sqrt(fan_in)) biases for convolutions and the classifier, BN ones/zeros.
-  They are set explicitly here (they are MindSpore 2.x's defaults too); ``dep_conv`` keeps its
-  shift kernels and ``rate1/rate2`` start at 0.5.
-* Any input size works (SAN's patchwise SAM fails on maps not larger than ``kernel // 2``, e.g. at
-  stage 4 for inputs below 128 px): reflection folds again at the borders.
+* Initialisation: SAN's code sets none, so PyTorch's defaults apply; they are set explicitly here (they are
+  MindSpore 2.x's defaults too); ``dep_conv`` keeps its shift kernels and ``rate1/rate2`` start at 0.5.
+* Any input size works (SAN's patchwise SAM fails on maps not larger than ``kernel // 2``, e.g. at stage 4
+  for inputs below 128 px): reflection folds again at the borders.
+
+docs/models.md gives the parameter and FLOPs counts against the paper's and the reasoning.
 """
 
 from __future__ import annotations
@@ -60,17 +28,13 @@ from typing import Sequence
 from mindspore import Tensor, nn, ops
 from mindspore.common.initializer import HeUniform, Uniform, initializer
 
+from .layers.common import batch_norm
 from .layers.patchwise_attention import PatchwiseAttentionACmix
 from .registry import register_model
 
 __all__ = ["SANBottleneck", "ACmixSAN", "acmix_san10", "acmix_san15", "acmix_san19"]
 
 STAGE_WIDTHS = (64, 256, 512, 1024, 2048)
-
-
-def _bn(channels: int) -> nn.BatchNorm2d:
-    # PyTorch's BatchNorm2d defaults (eps 1e-5, running-average momentum 0.1)
-    return nn.BatchNorm2d(channels, eps=1e-5, momentum=0.9)
 
 
 def _conv1x1(in_planes: int, out_planes: int, bias: bool = False) -> nn.Conv2d:
@@ -109,7 +73,7 @@ class SANBottleneck(nn.Cell):
         super().__init__()
         if stride != 1 or in_planes != out_planes:
             raise ValueError("SANBottleneck: the identity shortcut needs stride 1 and in_planes == out_planes")
-        self.bn1 = _bn(in_planes)
+        self.bn1 = batch_norm(in_planes)
         self.sam = PatchwiseAttentionACmix(
             in_planes,
             rel_planes,
@@ -121,7 +85,7 @@ class SANBottleneck(nn.Cell):
             group_conv_impl=group_conv_impl,
             agg_impl=agg_impl,
         )
-        self.bn2 = _bn(mid_planes)
+        self.bn2 = batch_norm(mid_planes)
         self.conv = _conv1x1(mid_planes, out_planes, bias=True)
         self.relu = nn.ReLU()
 
@@ -166,13 +130,13 @@ class ACmixSAN(nn.Cell):
             raise ValueError(f"ACmixSAN: num_classes must be >= 1, got {num_classes}")
         self.num_classes = num_classes
         c0 = STAGE_WIDTHS[0]
-        self.conv_in, self.bn_in = _conv1x1(in_chans, c0), _bn(c0)
+        self.conv_in, self.bn_in = _conv1x1(in_chans, c0), batch_norm(c0)
         block_kw = dict(kernel_conv=kernel_conv, group_conv_impl=group_conv_impl, agg_impl=agg_impl)
         in_planes = c0
         for i, (c, n, k) in enumerate(zip(STAGE_WIDTHS, layers, kernels)):
             # official names: conv0..conv4 / bn0..bn4 around layer0..layer4
             setattr(self, f"conv{i}", _conv1x1(in_planes, c))
-            setattr(self, f"bn{i}", _bn(c))
+            setattr(self, f"bn{i}", batch_norm(c))
             blocks = [SANBottleneck(c, c // 16, c // 4, c, 8, k, **block_kw) for _ in range(n)]
             setattr(self, f"layer{i}", nn.SequentialCell(blocks))
             in_planes = c

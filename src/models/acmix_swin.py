@@ -1,21 +1,20 @@
-"""ACmix-Swin (official ``Swin-Transformer/models/swin_transformer_acmix.py``).
+"""ACmix-Swin (Pan et al., "On the Integration of Self-Attention and Convolution", CVPR 2022).
 
-A Swin Transformer whose window attention is :class:`WindowAttentionACmix`: the
-``qkv`` projection feeds both the (shifted-)window attention and the ACmix
-convolution path over the whole map.  Module and parameter names follow the
-official code (``layers.i.blocks.j.attn.qkv`` ...), LayerNorms being MindSpore's
-(``gamma``/``beta``, renamed by :mod:`src.models.convert`).
+Source: LeapLabTHU/ACmix, ``Swin-Transformer/models/swin_transformer_acmix.py``.  A Swin Transformer whose
+window attention is :class:`WindowAttentionACmix`: the ``qkv`` projection feeds both the (shifted-)window
+attention and the ACmix convolution path over the whole map.  Module and parameter names follow the official
+code (``layers.i.blocks.j.attn.qkv`` ...), LayerNorms being MindSpore's (``gamma``/``beta``, renamed by
+:mod:`src.models.convert`).
 
 Notes on faithfulness:
 
-* In a shifted block the whole attention cell, convolution path included, runs on
-  the cyclically rolled map, as in the official code: the convolution's zero
-  padding sits at the borders of the rolled map and its 3x3 kernels reach across
-  the seam where the map's opposite borders meet.  Kept for parity.
-* If a stage's resolution is not larger than the window, the window shrinks to
-  the resolution and the shift becomes 0 (official rule).
-* The model is built for one input size (``img_size``), because the attention
-  masks depend on it; another size is a clear error.
+* In a shifted block the whole attention cell, convolution path included, runs on the cyclically rolled
+  map, as in the official code: the convolution's zero padding sits at the borders of the rolled map and
+  its 3x3 kernels reach across the seam where the map's opposite borders meet.  Kept for parity.
+* If a stage's resolution is not larger than the window, the window shrinks to the resolution and the
+  shift becomes 0 (official rule).
+* The model is built for one input size (``img_size``), because the attention masks depend on it; another
+  size is a clear error.
 """
 
 from __future__ import annotations
@@ -26,7 +25,7 @@ import numpy as np
 from mindspore import Parameter, Tensor, nn, ops
 from mindspore.common.initializer import TruncatedNormal, initializer
 
-from .layers.common import DropPath, Mlp, PatchEmbed, compact_transpose, layer_norm, roll2d
+from .layers.common import DropPath, Mlp, PatchEmbed, compact_transpose, init_dense_trunc_normal, layer_norm, roll2d
 from .layers.window_attention import WindowAttentionACmix
 from .registry import register_model
 
@@ -313,20 +312,11 @@ class SwinTransformerACmix(nn.Cell):
         )
         self.norm = layer_norm(self.num_features)
         self.head = nn.Dense(self.num_features, num_classes)
-        self._init_weights()
+        init_dense_trunc_normal(self)  # the official initialisation
         if use_checkpoint:
             for layer in self.layers:
                 for blk in layer.blocks:
                     blk.recompute()
-
-    def _init_weights(self) -> None:
-        # official: truncated normal (std .02) on every Linear weight, zero Linear biases;
-        # LayerNorms start at 1/0 and convolutions keep their own init (dep_conv its shift kernels)
-        for _, cell in self.cells_and_names():
-            if isinstance(cell, nn.Dense):
-                cell.weight.set_data(initializer(TruncatedNormal(0.02), cell.weight.shape, cell.weight.dtype))
-                if cell.bias is not None:
-                    cell.bias.set_data(initializer("zeros", cell.bias.shape, cell.bias.dtype))
 
     def forward_features(self, x: Tensor) -> Tensor:
         """Pooled features (B, num_features)."""

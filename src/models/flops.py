@@ -3,9 +3,8 @@
 What is counted: the multiply-adds of convolutions and dense layers, and the
 attention's own products (query-key logits and the weighted sum of values).
 Norms, activations, softmax, pooling, additions and the positional-encoding
-subtraction are not counted.  This is the convention of DESIGN.md's FLOPs
-column; it reproduces the official ACmix-ResNet figures exactly (2.22G, 2.86G,
-3.50G at 224x224).
+subtraction are not counted.  This convention reproduces the official
+ACmix-ResNet figures exactly (2.22G, 2.86G, 3.50G at 224x224).
 
 Each supported cell class has a rule ``rule(cell, shape) -> (macs, out_shape)``
 that reads the cell's own configuration (channels, kernels, strides, heads,

@@ -1,4 +1,4 @@
-"""The figures the models are measured against (DESIGN.md section 2): one table, used by the tools and the tests.
+"""The figures the models are measured against: the published and the official code's, used by the tools and tests.
 
 ``params_paper`` / ``flops_paper`` are the published figures (FLOPs = multiply-adds at 224x224, 1000 classes);
 ``params_official`` / ``flops_official`` what the official PyTorch code gives for the same configuration (only

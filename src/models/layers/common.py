@@ -1,12 +1,23 @@
-"""Layers shared by the transformer-style backbones: MLP, drop path, patch embedding, layer norm, roll."""
+"""Layers and initialisers shared by the backbones: norms, Linear init, MLP, drop path, patch embedding, roll."""
 
 from __future__ import annotations
 
 from typing import Optional
 
 from mindspore import Tensor, nn, ops
+from mindspore.common.initializer import TruncatedNormal, initializer
 
-__all__ = ["DropPath", "ErfGELU", "Mlp", "PatchEmbed", "compact_transpose", "layer_norm", "roll2d"]
+__all__ = [
+    "DropPath",
+    "ErfGELU",
+    "Mlp",
+    "PatchEmbed",
+    "batch_norm",
+    "compact_transpose",
+    "init_dense_trunc_normal",
+    "layer_norm",
+    "roll2d",
+]
 
 _INV_SQRT2 = 0.7071067811865476
 
@@ -19,6 +30,34 @@ def layer_norm(dim: int, eps: float = 1e-5) -> nn.LayerNorm:
         eps: epsilon.
     """
     return nn.LayerNorm((dim,), epsilon=eps)
+
+
+def batch_norm(channels: int) -> nn.BatchNorm2d:
+    """BatchNorm2d with PyTorch's defaults, which ResNet and SAN train with: eps 1e-5, running-average momentum 0.1.
+
+    MindSpore's ``momentum`` weighs the old running value, so PyTorch's 0.1 is 0.9 here.
+
+    Args:
+        channels: number of channels.
+    """
+    return nn.BatchNorm2d(channels, eps=1e-5, momentum=0.9)
+
+
+def init_dense_trunc_normal(net: nn.Cell, std: float = 0.02) -> None:
+    """Swin's and PVT v1's initialisation: truncated normal weights and zero biases on every Linear of ``net``.
+
+    Other cells keep their own initialisation: LayerNorms 1/0, convolutions the framework default (the same
+    rule in PyTorch and MindSpore) and ``dep_conv`` its shift kernels.
+
+    Args:
+        net: the model, initialised in place.
+        std: standard deviation of the truncated normal.
+    """
+    for _, cell in net.cells_and_names():
+        if isinstance(cell, nn.Dense):
+            cell.weight.set_data(initializer(TruncatedNormal(std), cell.weight.shape, cell.weight.dtype))
+            if cell.bias is not None:
+                cell.bias.set_data(initializer("zeros", cell.bias.shape, cell.bias.dtype))
 
 
 def roll2d(x: Tensor, shift: int, axes: tuple = (1, 2)) -> Tensor:

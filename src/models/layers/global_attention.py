@@ -1,55 +1,31 @@
-"""ACmix with global attention and spatial reduction, the PVT variant (PVT v1's ``Attention`` + the conv path).
+"""ACmix with global attention and spatial reduction, the PVT variant (ACmix paper, section 4.5, eq. 19).
 
-PVT v1 (Wang et al., ICCV 2021) attends from every token to all tokens of a
-spatially reduced map: ``sr`` (a ``sr_ratio x sr_ratio`` convolution of stride
-``sr_ratio``) and a LayerNorm shrink the map before the key/value projection.
-ACmix (paper section 4.5, eq. 19) keeps that attention and adds its convolution
-path, fed by the same projections.
+Source: the ``Attention`` of PVT v1 (Wang et al., ICCV 2021; whai362/PVT, ``classification/pvt.py``), whose
+parameter names it keeps, plus the ACmix convolution path (:mod:`.conv_path`); there is no official ACmix-PVT.
 
-* **Stage I** is PVT's own projections, computed once: ``q = q(x)`` on all H*W
-  tokens and ``k, v = kv(norm(sr(x)))`` on the reduced (H/sr) x (W/sr) map.
-* **Attention path**: ``softmax(q k^T * scale) v`` per head over the reduced
-  keys, as PVT, then ``proj``.
-* **Convolution path**: the 3*heads feature groups of every pixel (q heads,
-  k heads, v heads) go through ``fc`` (a 1x1 convolution with bias, as in the
-  Swin variant) and the shift group convolution ``dep_conv`` (no bias), as one
-  grouped convolution (:func:`acmix_conv_path`).  q is at full resolution; k
-  and v are brought back from the reduced map to H x W by a parameter-free
-  nearest upsampling (each pixel takes the key/value of the ``sr x sr`` patch
-  that covers it; rows or columns left over by the floor of ``sr`` take the
-  last patch).  With ``sr_ratio`` 1 this is exactly the core cell's
-  convolution path on q, k, v.
-* **Output**: ``rate1 * proj(attention) + rate2 * conv`` (rates start at 0.5),
-  then ``proj_drop``.  ``proj`` belongs to the attention path only, as in the
-  official Swin variant (:class:`WindowAttentionACmix`).
+* Stage I is PVT's projections, computed once: ``q = q(x)`` on all H*W tokens and ``k, v = kv(norm(sr(x)))``
+  on the map reduced ``sr_ratio``-fold.
+* Attention path: ``softmax(q k^T * scale) v`` per head over the reduced keys, as PVT, then ``proj``.
+* Convolution path: q at full resolution, k and v brought back to H x W by parameter-free nearest
+  upsampling (:func:`nearest_upsample`), through ``fc`` (with a bias, as the Swin variant) and
+  ``dep_conv``.  With ``sr_ratio`` 1 this is exactly the core cell's path.
+* Output: ``rate1 * proj(attention) + rate2 * conv``, then ``proj_drop``.
 
-Why k and v are not projected at full resolution for the convolution path:
-that needs ``kv`` on all H*W tokens and then a reduction of k and v for the
-attention, either with two ``sr`` convolutions (one for k, one for v: twice
-PVT's ``sr`` parameters and MACs) or a parameter-free pooling (dropping PVT's
-``sr`` convolution altogether).  Both move the model away from PVT and from the
-paper's figures; :mod:`src.models.acmix_pvt` gives the numbers.
-
-Leading extra tokens (PVT's class token in the last stage): ``x`` may hold
-``N = extra + H*W`` tokens, the extra ones first.  They take part in the
-attention as in PVT (as queries, and as keys/values when ``sr_ratio`` is 1).
-They have no place on the map, so the convolution path sees each of them as a
-1x1 map of its own: with zero padding only the kernels' centre taps reach it.
-(An output of zero would leave the last block's ``fc``, ``dep_conv`` and
-``rate2`` without gradient, because PVT classifies from the class token alone.)
-PVT cannot reduce a map with extra tokens either; that is an error here too.
+Extra tokens (PVT's class token in the last stage) come first in ``x``; they take part in the attention as
+in PVT, and the convolution path sees each of them as a 1x1 map of its own (only the centre taps reach it).
+Differences from PVT's attention: the softmax runs in float32 (a float16 network would saturate over the
+long key axis).  docs/models.md gives the reasoning and the designs that were not built.
 """
 
 from __future__ import annotations
 
 from typing import Optional
 
-import numpy as np
-from mindspore import Parameter, Tensor, nn, ops
+from mindspore import Tensor, nn, ops
 from mindspore import dtype as mstype
 
-from .acmix import acmix_conv_path, shift_kernel
 from .common import compact_transpose, layer_norm
+from .conv_path import acmix_conv_path, build_conv_path
 from .group_conv import resolve_group_conv_impl
 
 __all__ = ["GlobalAttentionACmix", "nearest_upsample"]
@@ -123,8 +99,6 @@ class GlobalAttentionACmix(nn.Cell):
             raise ValueError(f"GlobalAttentionACmix: dim ({dim}) must be divisible by num_heads ({num_heads})")
         if not isinstance(sr_ratio, int) or sr_ratio < 1:
             raise ValueError(f"GlobalAttentionACmix: sr_ratio must be a positive integer, got {sr_ratio!r}")
-        if not isinstance(kernel_conv, int) or kernel_conv < 1 or kernel_conv % 2 == 0:
-            raise ValueError(f"GlobalAttentionACmix: kernel_conv must be an odd positive integer, got {kernel_conv!r}")
         self.group_conv_impl = resolve_group_conv_impl(group_conv_impl)
         self.dim = dim
         self.num_heads = num_heads
@@ -145,20 +119,7 @@ class GlobalAttentionACmix(nn.Cell):
             self.sr = None
             self.norm = None
 
-        taps = kernel_conv * kernel_conv
-        self.fc = nn.Conv2d(3 * num_heads, taps, 1, has_bias=True)
-        self.dep_conv = nn.Conv2d(
-            taps * self.head_dim,
-            dim,
-            kernel_conv,
-            pad_mode="pad",
-            padding=kernel_conv // 2,
-            group=self.head_dim,
-            has_bias=False,
-            weight_init=Tensor(shift_kernel(dim, kernel_conv)),
-        )
-        self.rate1 = Parameter(Tensor(np.full((1,), 0.5, np.float32)), name="rate1")
-        self.rate2 = Parameter(Tensor(np.full((1,), 0.5, np.float32)), name="rate2")
+        build_conv_path(self, 3 * num_heads, dim, self.head_dim, kernel_conv, fc_bias=True)
 
     def conv_path(self, qkv: Tensor) -> Tensor:
         """The ACmix convolution path: (B, H, W, 3C) q|k|v maps, channel ``t*C + head*hd + d`` -> (B, H*W, C).

@@ -16,10 +16,7 @@ the same result:
 ``"conv"`` elsewhere.  It is resolved when a cell is built, from the device
 target set at that moment: set the context before building a model, and pass
 ``group_conv_impl="matmul"`` explicitly when a model built elsewhere is meant
-for Ascend (for example one exported to MindIR on a CPU).  On the CPU the two cost about the same inside an ACmix
-training step at 56x56 (1.32 s against 1.31 s, batch 8), but ``"matmul"`` adds
-nine small operators per tap to the graph, which made the ACmix-ResNet-50
-train-step compile 1.6x longer (39 s against 25 s at 64x64).
+for Ascend (for example one exported to MindIR on a CPU).  docs/models.md gives what the two cost on a CPU.
 """
 
 from __future__ import annotations

@@ -1,71 +1,34 @@
-"""ACmix with SAN's patchwise self-attention (Zhao et al., "Exploring Self-attention for Image Recognition").
+"""ACmix with SAN's patchwise self-attention (ACmix paper, CVPR 2022, section 4.5, eq. 17).
 
-The cell replaces SAN's ``SAM`` module (``sa_type=1``, official ``model/san.py``) and keeps its keywords
-and parameter names (``conv1/conv2/conv3``, ``conv_w.{0..5}``), adding the ACmix convolution path
-(``fc``, ``dep_conv``) and the mixing scalars (``rate1``, ``rate2``), the paper's section 4.5, eq. (17).
+Source: SAN's ``SAM`` module with ``sa_type=1`` (Zhao et al., "Exploring Self-attention for Image
+Recognition", CVPR 2020; hszhao/SAN, ``model/san.py``), whose keywords and parameter names it keeps
+(``conv1/conv2/conv3``, ``conv_w.{0..5}``), plus the ACmix convolution path (``fc``, ``dep_conv``,
+:mod:`.conv_path`) and the rates; there is no official ACmix-SAN.
 
-* **Stage I** (computed once, one fused 1x1 convolution): ``x1 = conv1(x)`` and ``x2 = conv2(x)``
-  with ``rel_planes`` channels, ``x3 = conv3(x)`` with ``mid_planes`` channels, all with bias.
-* **Stage II, attention path** (SAN's patchwise attention): for every output pixel the weights
-  ``w = conv_w([x1, unfold(x2)])`` are computed from the query feature ``x1`` and the ``k x k``
-  neighbourhood of ``x2`` (``conv_w`` = BN-ReLU-1x1(no bias)-BN-ReLU-1x1, ``rel*(k*k+1) ->
-  mid/share -> k*k*mid/share``), then ``out[c] = sum_tap w[c % (mid/share), tap] * x3[c, neighbour]``
-  (SAN's ``Aggregation``: channel c of x3 shares the weights of channel ``c mod mid/share``).
-  Both neighbourhoods are reflection-padded.  No softmax, no positional encoding (as in SAN).
-* **Stage II, convolution path**: the conv path is fed by the same Stage I output.  Let
-  ``Cw = mid_planes // share_planes`` (the number of distinct aggregation weight channels).
-  The Stage I output in its natural channel order ``[x1, x2, x3]`` is cut into
-  ``G3 = (2 * rel_planes + mid_planes) / Cw`` feature groups of ``Cw`` channels: ``rel/Cw`` groups
-  of q (2 in SAN), as many of k, and ``share_planes`` groups of v (8).  Index ``j < Cw`` of every
-  group is exactly the set of channels the attention path ties to weight channel j, so
-  ``fc`` (1x1, ``G3 -> kernel_conv**2``, no bias) mixes, per j, q, k and v features at the same
-  granularity at which the attention path uses them, like the core cell's ``3 * head`` groups per
-  head-dim index.  ``dep_conv`` (group conv, ``groups = Cw``, ``kernel_conv**2 * Cw -> mid_planes``,
-  shift-kernel init, no bias) shifts and sums.  Both run as one grouped convolution
-  (:func:`~src.models.layers.acmix.acmix_conv_path`, reused unchanged).  Cost per block
-  (SAN: ``rel = P/16``, ``mid = P/4``, share 8, ``kernel_conv`` 3): parameters
-  ``G3 * 9 + mid * 81 + 2`` (12 * 9 + 81 * mid + 2, e.g. 5,294 for P = 256), multiply-adds per pixel
-  (``fc`` then ``dep_conv``, as counted by :mod:`src.models.flops`) ``(2 rel + mid) * 9 + mid * 81
-  = 94.5 * mid``: linear in C, as the paper states.  (Feeding ``fc`` the ``rel``-sized layout instead,
-  6 groups of ``rel`` channels, costs the same; this layout matches the aggregation's weight sharing.)
-* **Output**: ``rate1 * F_att + rate2 * F_conv`` (learnable scalars, 0.5 at init).
+* Stage I: ``x1 = conv1(x)``, ``x2 = conv2(x)`` (``rel_planes``) and ``x3 = conv3(x)`` (``mid_planes``), as
+  one fused 1x1 convolution.
+* Attention path (SAN's): weights ``conv_w([x1, unfold(x2)])`` per pixel and tap, aggregated over the
+  reflection-padded ``k x k`` neighbourhood of x3; channel c uses weight channel ``c % (mid/share)``.
+* Convolution path: ``[x1, x2, x3]`` cut into ``(2 rel + mid) / (mid/share)`` groups of ``mid/share``
+  channels, the channels the attention ties to one weight channel, through ``fc`` and ``dep_conv``.
+* Output: ``rate1 * F_att + rate2 * F_conv``.
 
-Differences from SAN's ``SAM`` (none changes a result where SAN runs):
-
-* The aggregation is a sum over the ``k*k`` taps of shifted views of the padded x3 times a weight
-  slice, with a hand-written backward (:class:`PatchwiseAggregation`): neither direction
-  materialises the ``k*k``-fold unfolded x3 (SAN's CUDA kernel does not either; a plain
-  ``ops.unfold`` port does, ``agg_impl="unfold"`` keeps it as the reference).  The unfolded x2
-  that ``conv_w`` reads is the formula's own input and is built with ``ops.unfold``.  One cell
-  (256 channels: rel 16, mid 64; 56x56, batch 8, fp32, graph mode, 2-core CPU, MindSpore 2.8.0,
-  peak = VmHWM increase of the first call after compilation, median of 5): forward 199 MiB /
-  0.63 s against 1003 MiB / 0.88 s for the unfold version; forward+backward 405 MiB / 1.75 s
-  against 1487 MiB / 2.47 s.  The price is graph size: ``k*k`` unrolled taps make a whole
-  ACmix-SAN-19 train step compile in about 3 minutes on that CPU, against 30 s with ``"unfold"``.
-* Reflection at the borders folds again where the padding exceeds the map (maps not larger than
-  ``kernel // 2``, e.g. 4x4 or 1x1 with k 7), see :func:`~src.models.layers.local_attention.reflect_indices`;
-  SAN's ``ReflectionPad2d`` fails there and its aggregation kernel reads outside the map.
-* ``stride > 1`` (SAN's patchwise ``view`` fails) gives ``ceil(H/s) x ceil(W/s)`` outputs; ``dilation > 1``
-  (SAN pads x2 by ``k // 2`` whatever the dilation and fails) uses a dilated neighbourhood padded by
-  ``dilation * (k - 1) / 2`` for both x2 and x3.
+Differences from SAN's ``SAM``, none of which changes a result where SAN runs: the aggregation sums the
+``k*k`` taps with a hand-written backward instead of unfolding x3 (``agg_impl="unfold"`` keeps the unfold as
+the reference); reflection folds again on maps not larger than ``kernel // 2``; ``stride > 1`` and
+``dilation > 1`` work.  docs/models.md gives the reasoning, the costs and the measurements.
 """
 
 from __future__ import annotations
 
-import numpy as np
-from mindspore import Parameter, Tensor, nn, ops
+from mindspore import Tensor, nn, ops
 
-from .acmix import acmix_conv_path, shift_kernel
-from .common import compact_transpose
+from .common import batch_norm, compact_transpose
+from .conv_path import acmix_conv_path, build_conv_path, check_odd
 from .group_conv import resolve_group_conv_impl, zero_pad
 from .local_attention import clamp_stride_indices, reflect_indices
 
 __all__ = ["PatchwiseAggregation", "PatchwiseAttentionACmix"]
-
-
-def _check_odd(name: str, value: int) -> None:
-    if not isinstance(value, int) or value < 1 or value % 2 == 0:
-        raise ValueError(f"PatchwiseAttentionACmix: {name} must be an odd positive integer, got {value!r}")
 
 
 class _TapSum(nn.Cell):
@@ -148,7 +111,7 @@ class PatchwiseAggregation(nn.Cell):
 
     def __init__(self, kernel: int, stride: int = 1, dilation: int = 1, impl: str = "tap") -> None:
         super().__init__()
-        _check_odd("kernel", kernel)
+        check_odd("PatchwiseAggregation", "kernel", kernel)
         if stride < 1 or dilation < 1:
             raise ValueError(f"PatchwiseAggregation: stride and dilation must be >= 1, got {stride}, {dilation}")
         if impl not in ("tap", "unfold"):
@@ -175,11 +138,6 @@ class PatchwiseAggregation(nn.Cell):
                 b, s * s * c // cw, cw, hq, wq
             )
         return self.tap_sum(xph, w).reshape(b, c, ho, wo)
-
-
-def _bn(channels: int) -> nn.BatchNorm2d:
-    # PyTorch's defaults (eps 1e-5, running-average momentum 0.1), as SAN trains with them
-    return nn.BatchNorm2d(channels, eps=1e-5, momentum=0.9)
 
 
 class PatchwiseAttentionACmix(nn.Cell):
@@ -215,8 +173,7 @@ class PatchwiseAttentionACmix(nn.Cell):
         agg_impl: str = "tap",
     ) -> None:
         super().__init__()
-        _check_odd("kernel_att", kernel_att)
-        _check_odd("kernel_conv", kernel_conv)
+        check_odd("PatchwiseAttentionACmix", "kernel_att", kernel_att)
         if min(in_planes, rel_planes, mid_planes, share_planes) < 1 or mid_planes % share_planes:
             raise ValueError(
                 f"PatchwiseAttentionACmix: positive channels needed and mid_planes ({mid_planes}) divisible by "
@@ -249,31 +206,16 @@ class PatchwiseAttentionACmix(nn.Cell):
         self.conv3 = nn.Conv2d(in_planes, mid_planes, 1, has_bias=True)
         self.conv_w = nn.SequentialCell(
             [
-                _bn(rel_planes * (k2 + 1)),
+                batch_norm(rel_planes * (k2 + 1)),
                 nn.ReLU(),
                 nn.Conv2d(rel_planes * (k2 + 1), cw, 1, has_bias=False),
-                _bn(cw),
+                batch_norm(cw),
                 nn.ReLU(),
                 nn.Conv2d(cw, k2 * cw, 1, has_bias=True),
             ]
         )
         self.aggregation = PatchwiseAggregation(kernel_att, stride, dilation, agg_impl)
-        taps = kernel_conv * kernel_conv
-        self.fc = nn.Conv2d(self.groups3, taps, 1, has_bias=False)
-        self.dep_conv = nn.Conv2d(
-            taps * cw,
-            mid_planes,
-            kernel_conv,
-            stride=stride,
-            pad_mode="pad",
-            padding=dilation * (kernel_conv // 2),
-            dilation=dilation,
-            group=cw,
-            has_bias=False,
-            weight_init=Tensor(shift_kernel(mid_planes, kernel_conv)),
-        )
-        self.rate1 = Parameter(Tensor(np.full((1,), 0.5, np.float32)), name="rate1")
-        self.rate2 = Parameter(Tensor(np.full((1,), 0.5, np.float32)), name="rate2")
+        build_conv_path(self, self.groups3, mid_planes, cw, kernel_conv, stride, dilation)
 
     def stage1(self, x: Tensor) -> Tensor:
         """Stage I: conv1, conv2, conv3 as one 1x1 convolution; (B, 2*rel + mid, H, W) = [x1, x2, x3]."""

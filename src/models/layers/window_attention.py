@@ -1,18 +1,18 @@
-"""ACmix with (shifted-)window attention, the Swin variant (official ``WindowAttention_acmix``).
+"""ACmix with (shifted-)window attention, the Swin variant (ACmix paper, CVPR 2022, section 4.5).
 
-Stage I is the ``qkv`` Linear(C, 3C), applied once to the whole map.  Stage II:
+Source: ``WindowAttention_acmix`` of LeapLabTHU/ACmix (``Swin-Transformer/models/swin_transformer_acmix.py``),
+with the same parameter names.  Stage I is the ``qkv`` Linear(C, 3C), applied once to the whole map.  Stage II:
 
-* attention path: qkv is cut into non-overlapping ``ws x ws`` windows (row-major
-  windows, row-major tokens); per window and head, ``softmax(q k^T / sqrt(hd) + B + mask) v``
-  with the learned relative position bias B, then ``proj``;
-* convolution path: the 3*heads feature groups of every pixel go through ``fc``
-  (a 1x1 convolution *with* bias in this variant) and the shift group
-  convolution ``dep_conv`` (no bias) over the whole map, not per window.  As in
-  the ResNet variant it is evaluated as one grouped convolution
-  (:func:`acmix_conv_path`), plus the exact contribution of ``fc``'s bias.
+* attention path: qkv is cut into non-overlapping ``ws x ws`` windows (row-major windows, row-major tokens);
+  per window and head, ``softmax(q k^T / sqrt(hd) + B + mask) v`` with the learned relative position bias B,
+  then ``proj``;
+* convolution path: the 3*heads feature groups of every pixel go through ``fc`` (with a bias in this
+  variant) and the shift group convolution ``dep_conv`` over the whole map, not per window
+  (:mod:`.conv_path`).
 
-Output ``rate1 * proj(attention) + rate2 * conv``; ``proj`` applies to the
-attention path only, as in the official code.
+Output ``rate1 * proj(attention) + rate2 * conv``; ``proj`` applies to the attention path only, as in the
+official code.  Difference from it: the convolution path is one grouped convolution plus the exact
+contribution of ``fc``'s bias, and ``kernel_conv`` may be any odd size (the official module fixes it at 3).
 """
 
 from __future__ import annotations
@@ -23,8 +23,8 @@ import numpy as np
 from mindspore import Parameter, Tensor, nn, ops
 from mindspore.common.initializer import TruncatedNormal, initializer
 
-from .acmix import acmix_conv_path, shift_kernel
 from .common import compact_transpose
+from .conv_path import acmix_conv_path, build_conv_path
 from .group_conv import resolve_group_conv_impl
 
 __all__ = ["WindowAttentionACmix", "relative_position_index", "window_partition", "window_reverse"]
@@ -101,8 +101,6 @@ class WindowAttentionACmix(nn.Cell):
         kernel_conv: int = 3,
     ) -> None:
         super().__init__()
-        if kernel_conv < 1 or kernel_conv % 2 == 0:
-            raise ValueError(f"WindowAttentionACmix: kernel_conv must be odd, got {kernel_conv}")
         self.group_conv_impl = resolve_group_conv_impl(group_conv_impl)
         ws = tuple(window_size) if isinstance(window_size, (list, tuple)) else (int(window_size),) * 2
         if ws[0] != ws[1] or ws[0] < 1:
@@ -123,20 +121,7 @@ class WindowAttentionACmix(nn.Cell):
         self.attn_drop = nn.Dropout(p=attn_drop)
         self.proj = nn.Dense(dim, dim)
         self.proj_drop = nn.Dropout(p=proj_drop)
-        taps = kernel_conv * kernel_conv
-        self.fc = nn.Conv2d(3 * num_heads, taps, 1, has_bias=True)
-        self.dep_conv = nn.Conv2d(
-            taps * self.head_dim,
-            dim,
-            kernel_conv,
-            pad_mode="pad",
-            padding=kernel_conv // 2,
-            group=self.head_dim,
-            has_bias=False,
-            weight_init=Tensor(shift_kernel(dim, kernel_conv)),
-        )
-        self.rate1 = Parameter(Tensor(np.full((1,), 0.5, np.float32)), name="rate1")
-        self.rate2 = Parameter(Tensor(np.full((1,), 0.5, np.float32)), name="rate2")
+        build_conv_path(self, 3 * num_heads, dim, self.head_dim, kernel_conv, fc_bias=True)
 
     def relative_position_bias(self) -> Tensor:
         """(heads, N, N) bias of every head for every query/key pair of a window."""
