@@ -61,7 +61,7 @@ def graph_kernel_enabled(setting: str, device_target: str, mode: str = "graph", 
     up, at the price of a longer first compilation.  Training stays unfused under ``"auto"``; ``"on"`` fuses the
     train steps too, which are correct with the workaround of ``CPU_GRAPH_KERNEL_FLAGS`` (gradients checked against
     unfused ones) and take about 3x less memory, for a longer cold first compilation (ACmix-ResNet-50
-    81 s against 72 s, Swin-T 58 s against 40 s; see the README's performance section).  GPU and Ascend keep
+    81 s against 72 s, Swin-T 58 s against 40 s; see docs/performance.md).  GPU and Ascend keep
     MindSpore's defaults under ``"auto"`` (not measured here).  ``"off"`` disables fusion.
 
     Args:
