@@ -174,7 +174,7 @@ def blocked_local_attention(
 def unfold_local_attention(q: Tensor, k: Tensor, v: Tensor, kernel: int, stride: int = 1) -> Tensor:
     """The official formulation (``ops.unfold`` = Im2Col): k**2-expanded keys and values.
 
-    Kept as a reference and as the baseline of ``benchmarks/acmix_memory.py``;
+    Kept as a reference and as the baseline of the ``module_unfold_*`` cases of ``benchmarks/bench.py``;
     same arguments and result as :func:`blocked_local_attention` (dilation 1).
 
     Args:
