@@ -200,6 +200,10 @@ class ThroughputMeter:
         self.steps, self.seconds, self.chunks = 0, 0.0, 0
         self.started = time.perf_counter()
 
+    def start(self) -> None:
+        """Start the clock for the next chunk (at an epoch's start: validation and saving are not training time)."""
+        self.started = time.perf_counter()
+
     def lap(self, steps: int) -> float:
         """Close a chunk of ``steps`` steps (call after the log point's synchronisation); returns its seconds.
 
@@ -435,6 +439,7 @@ def _train_epoch(run: _Run, feed, meter: ThroughputMeter, epoch: int) -> None:
     """One epoch in chunks of ``run.chunk`` steps, with a log point (and a metrics record) after each."""
     cfg = run.cfg
     feed.start_epoch(epoch)
+    meter.start()
     total_steps = cfg.epochs * run.steps
     done = 0
     while done < run.steps:

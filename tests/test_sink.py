@@ -35,12 +35,14 @@ def test_sink_size_divides_the_epoch():
 
 
 def test_throughput_leaves_out_the_compiling_chunk(monkeypatch):
-    clock = iter([0.0, 30.0, 32.0, 34.0])  # start, then the ends of a 30 s (compiling) and two 2 s chunks
+    # a 30 s (compiling) chunk, a 2 s chunk, 50 s of validation, then a 2 s chunk of the next epoch
+    clock = iter([0.0, 30.0, 32.0, 82.0, 84.0])
     monkeypatch.setattr("src.trainer.time.perf_counter", lambda: next(clock))
     meter = ThroughputMeter(images_per_step=8)
     meter.lap(4)
     assert np.isnan(meter.images_per_sec)
     meter.lap(4)
+    meter.start()  # the next epoch starts after validation
     meter.lap(4)
     assert meter.images_per_sec == pytest.approx(8 * 8 / 4.0)
     assert meter.seconds_left(10) == pytest.approx(10 * 0.5)
