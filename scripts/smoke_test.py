@@ -95,7 +95,7 @@ def smoke(device: str, out: Path, batch: int, steps: int) -> List[Dict]:
         t0 = time.perf_counter()
         try:
             proc = _run(args, timeout)
-            ok, text = proc.returncode == 0, ""
+            ok = proc.returncode == 0
             text = detail() if ok else _last_error(proc)
         except subprocess.TimeoutExpired:
             ok, text = False, f"no result after {timeout} s"

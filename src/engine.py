@@ -166,7 +166,7 @@ class TrainStep(nn.Cell):
         for p, v in zip(meters, values):
             p.set_data(Tensor(np.zeros_like(v)))
         loss_sum, finite, skipped = float(values[0]), int(values[1]), int(values[2])
-        return (loss_sum / finite if finite else float("nan")), int(finite), int(skipped)
+        return (loss_sum / finite if finite else float("nan")), finite, skipped
 
     def state_parameters(self) -> Dict[str, Parameter]:
         """Every parameter a checkpoint must hold to resume exactly: ``parameters_dict()`` without the meter."""
