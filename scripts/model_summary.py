@@ -23,9 +23,8 @@ def main(argv=None) -> int:
     import numpy as np
 
     from src.env import init_env
-    from src.models import create_model, list_models
+    from src.models import create_model, get_model_config, list_models
     from src.models.flops import count_macs, count_params
-    from src.models.reference import REFERENCE
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", action="append", help="registry name (repeatable); default: all")
@@ -62,12 +61,14 @@ def main(argv=None) -> int:
             t0 = time.perf_counter()
             net(x).asnumpy()
             fwd = time.perf_counter() - t0
-        ref = REFERENCE.get(name)
-        official = f"{ref.params_official:,}" if ref and ref.params_official else "-"
-        paper = f"{ref.params_paper / 1e6:.1f}M" if ref else "-"
-        paper_flops = f"{ref.flops_paper / 1e9:.1f}G" if ref else "-"
-        d_params = f"{100 * (n_params / ref.params_paper - 1):+.1f}%" if ref and args.num_classes == 1000 else "-"
-        d_flops = f"{100 * (gmacs * 1e9 / ref.flops_paper - 1):+.1f}%" if ref and args.size == 224 else "-"
+        ref = get_model_config(name)
+        official = f"{ref.params_official:,}" if ref.params_official else "-"
+        paper = f"{ref.params_paper / 1e6:.1f}M" if ref.params_paper else "-"
+        paper_flops = f"{ref.flops_paper / 1e9:.1f}G" if ref.flops_paper else "-"
+        d_params = (
+            f"{100 * (n_params / ref.params_paper - 1):+.1f}%" if ref.params_paper and args.num_classes == 1000 else "-"
+        )
+        d_flops = f"{100 * (gmacs * 1e9 / ref.flops_paper - 1):+.1f}%" if ref.flops_paper and args.size == 224 else "-"
         print(
             f"{name:<16} {n_params:>12,} {official:>12} {paper:>7} {d_params:>8} {gmacs:>7.3f} {paper_flops:>6}"
             f" {d_flops:>8} {str(tuple(x.shape)):>18} {out_shape:>12} {first:>8.1f} {fwd:>7.2f}"

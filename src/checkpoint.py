@@ -130,7 +130,9 @@ def _model_view(params: Dict[str, Parameter], use_ema: bool) -> Dict[str, Parame
     return model
 
 
-def load_model_weights(network: nn.Cell, path: str, use_ema: bool = True) -> Dict[str, float]:
+def load_model_weights(
+    network: nn.Cell, path: str, use_ema: bool = True, skip_prefixes: Tuple[str, ...] = ()
+) -> Dict[str, float]:
     """Load a checkpoint into ``network`` strictly: every mismatch is an error that lists what does not fit.
 
     Accepts training checkpoints of this project (optimizer state is ignored; EMA weights are used when present
@@ -142,10 +144,13 @@ def load_model_weights(network: nn.Cell, path: str, use_ema: bool = True) -> Dic
         network: the model.
         path: checkpoint file.
         use_ema: prefer the EMA weights of a training checkpoint.
+        skip_prefixes: checkpoint entries left out when the model has no such cell (e.g. ``("fc.",)`` for a
+            model built without its classifier).
     """
     params, meta = read_checkpoint(path)
     weights = _model_view(params, use_ema)
     own = network.parameters_dict()
+    weights = {k: v for k, v in weights.items() if k in own or not k.startswith(tuple(skip_prefixes))}
     missing, unexpected, wrong = param_mismatches(own, weights)
     if missing or unexpected or wrong:
         parts = []

@@ -7,17 +7,16 @@ import numpy as np
 import pytest
 from mindspore import Tensor, nn
 
-from src.models import create_model
+from src.models import create_model, get_model_config
 from src.models.acmix_resnet import ACmixResNet, Bottleneck, batch_norm, conv1x1
 from src.models.convert import convert_state_dict
 from src.models.flops import count_params
 from src.models.layers import ACmix, shift_kernel
-from src.models.reference import REFERENCE
 from tests.conftest import assert_parity, graph_train_step, load_fixture
 
 # Counted by running the official PyTorch code, 1000 classes.
 OFFICIAL_PARAMS = {
-    name: REFERENCE[name].params_official for name in ("acmix_resnet26", "acmix_resnet38", "acmix_resnet50")
+    name: get_model_config(name).params_official for name in ("acmix_resnet26", "acmix_resnet38", "acmix_resnet50")
 }
 
 

@@ -7,18 +7,17 @@ import numpy as np
 import pytest
 from mindspore import Tensor
 
-from src.models import create_model
+from src.models import create_model, get_model_config
 from src.models.acmix_swin import SwinTransformerACmix, SwinTransformerBlock, shifted_window_mask
 from src.models.convert import convert_state_dict
 from src.models.flops import count_params
 from src.models.layers import shift_kernel
 from src.models.layers.common import DropPath
 from src.models.layers.window_attention import WindowAttentionACmix, relative_position_index
-from src.models.reference import REFERENCE
 from tests.conftest import assert_parity, graph_train_step, load_fixture
 
 # Counted by running the official PyTorch code, 1000 classes.
-OFFICIAL_PARAMS = {name: REFERENCE[name].params_official for name in ("acmix_swin_tiny", "acmix_swin_small")}
+OFFICIAL_PARAMS = {name: get_model_config(name).params_official for name in ("acmix_swin_tiny", "acmix_swin_small")}
 
 
 @pytest.mark.parametrize(

@@ -30,7 +30,7 @@ from mindspore.common.initializer import TruncatedNormal, initializer
 
 from .layers.common import DropPath, Mlp, PatchEmbed, init_dense_trunc_normal, layer_norm
 from .layers.global_attention import GlobalAttentionACmix
-from .registry import register_model
+from .registry import ModelConfig, register_model
 
 __all__ = ["PVTBlock", "PyramidVisionTransformerACmix", "acmix_pvt_tiny", "acmix_pvt_small"]
 
@@ -239,7 +239,17 @@ def _pvt(depths: Sequence[int], kwargs: dict) -> PyramidVisionTransformerACmix:
     return PyramidVisionTransformerACmix(**cfg)
 
 
-@register_model
+@register_model(
+    ModelConfig(
+        "global (spatial reduction)",
+        fixed_input_size=True,
+        interpolation="bicubic",
+        classifier="head",
+        params_paper=13e6,
+        flops_paper=2.0e9,
+        top1=78.0,
+    )
+)
 def acmix_pvt_tiny(**kwargs) -> PyramidVisionTransformerACmix:
     """ACmix-PVT-T: dims [64, 128, 320, 512], heads [1, 2, 5, 8], depths [2, 2, 2, 2], sr [8, 4, 2, 1].
 
@@ -249,7 +259,17 @@ def acmix_pvt_tiny(**kwargs) -> PyramidVisionTransformerACmix:
     return _pvt((2, 2, 2, 2), kwargs)
 
 
-@register_model
+@register_model(
+    ModelConfig(
+        "global (spatial reduction)",
+        fixed_input_size=True,
+        interpolation="bicubic",
+        classifier="head",
+        params_paper=25e6,
+        flops_paper=3.9e9,
+        top1=81.7,
+    )
+)
 def acmix_pvt_small(**kwargs) -> PyramidVisionTransformerACmix:
     """ACmix-PVT-S: dims [64, 128, 320, 512], heads [1, 2, 5, 8], depths [3, 4, 6, 3], sr [8, 4, 2, 1].
 

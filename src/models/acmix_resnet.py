@@ -25,7 +25,7 @@ from mindspore.common.initializer import HeNormal, initializer
 from .layers import ACmix
 from .layers.common import batch_norm
 from .layers.group_conv import zero_pad
-from .registry import register_model
+from .registry import ModelConfig, register_model
 
 __all__ = ["Bottleneck", "ACmixResNet", "acmix_resnet26", "acmix_resnet38", "acmix_resnet50"]
 
@@ -184,7 +184,16 @@ def _build(default_layers: Sequence[int], **kwargs) -> ACmixResNet:
     return ACmixResNet(**kwargs)
 
 
-@register_model
+@register_model(
+    ModelConfig(
+        "sliding window",
+        params_paper=10.6e6,
+        flops_paper=2.3e9,
+        top1=76.1,
+        params_official=10_487_816,
+        flops_official=2.22e9,
+    )
+)
 def acmix_resnet26(**kwargs) -> ACmixResNet:
     """ACmix-ResNet-26: stage depths [1, 2, 4, 1].
 
@@ -194,7 +203,16 @@ def acmix_resnet26(**kwargs) -> ACmixResNet:
     return _build((1, 2, 4, 1), **kwargs)
 
 
-@register_model
+@register_model(
+    ModelConfig(
+        "sliding window",
+        params_paper=14.6e6,
+        flops_paper=2.9e9,
+        top1=77.4,
+        params_official=14_410_896,
+        flops_official=2.86e9,
+    )
+)
 def acmix_resnet38(**kwargs) -> ACmixResNet:
     """ACmix-ResNet-38: stage depths [2, 3, 5, 2].
 
@@ -204,7 +222,16 @@ def acmix_resnet38(**kwargs) -> ACmixResNet:
     return _build((2, 3, 5, 2), **kwargs)
 
 
-@register_model
+@register_model(
+    ModelConfig(
+        "sliding window",
+        params_paper=18.6e6,
+        flops_paper=3.6e9,
+        top1=77.8,
+        params_official=18_333_976,
+        flops_official=3.50e9,
+    )
+)
 def acmix_resnet50(**kwargs) -> ACmixResNet:
     """ACmix-ResNet-50: stage depths [3, 4, 6, 3].
 

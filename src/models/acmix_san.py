@@ -30,7 +30,7 @@ from mindspore.common.initializer import HeUniform, Uniform, initializer
 
 from .layers.common import batch_norm
 from .layers.patchwise_attention import PatchwiseAttentionACmix
-from .registry import register_model
+from .registry import ModelConfig, register_model
 
 __all__ = ["SANBottleneck", "ACmixSAN", "acmix_san10", "acmix_san15", "acmix_san19"]
 
@@ -178,7 +178,7 @@ def _build(default_layers: Sequence[int], **kwargs) -> ACmixSAN:
     return ACmixSAN(**kwargs)
 
 
-@register_model
+@register_model(ModelConfig("patchwise", params_paper=12.1e6, flops_paper=1.9e9, top1=77.6))
 def acmix_san10(**kwargs) -> ACmixSAN:
     """ACmix-SAN-10 (patchwise): stage depths [2, 1, 2, 4, 1].
 
@@ -188,7 +188,7 @@ def acmix_san10(**kwargs) -> ACmixSAN:
     return _build((2, 1, 2, 4, 1), **kwargs)
 
 
-@register_model
+@register_model(ModelConfig("patchwise", params_paper=16.6e6, flops_paper=2.7e9, top1=78.4))
 def acmix_san15(**kwargs) -> ACmixSAN:
     """ACmix-SAN-15 (patchwise): stage depths [3, 2, 3, 5, 2].
 
@@ -198,7 +198,7 @@ def acmix_san15(**kwargs) -> ACmixSAN:
     return _build((3, 2, 3, 5, 2), **kwargs)
 
 
-@register_model
+@register_model(ModelConfig("patchwise", params_paper=21.2e6, flops_paper=3.4e9, top1=78.7))
 def acmix_san19(**kwargs) -> ACmixSAN:
     """ACmix-SAN-19 (patchwise): stage depths [3, 3, 4, 6, 3].
 

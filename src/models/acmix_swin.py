@@ -27,7 +27,7 @@ from mindspore.common.initializer import TruncatedNormal, initializer
 
 from .layers.common import DropPath, Mlp, PatchEmbed, compact_transpose, init_dense_trunc_normal, layer_norm, roll2d
 from .layers.window_attention import WindowAttentionACmix
-from .registry import register_model
+from .registry import ModelConfig, register_model
 
 __all__ = [
     "SwinTransformerBlock",
@@ -332,7 +332,19 @@ class SwinTransformerACmix(nn.Cell):
         return self.head(self.forward_features(x))
 
 
-@register_model
+@register_model(
+    ModelConfig(
+        "shifted window",
+        fixed_input_size=True,
+        interpolation="bicubic",
+        classifier="head",
+        params_paper=30e6,
+        flops_paper=4.6e9,
+        top1=81.9,
+        params_official=28_649_908,
+        flops_official=4.65e9,
+    )
+)
 def acmix_swin_tiny(**kwargs) -> SwinTransformerACmix:
     """ACmix-Swin-T: embed 96, depths [2, 2, 6, 2], heads [3, 6, 12, 24], window 7, drop path 0.2.
 
@@ -343,7 +355,19 @@ def acmix_swin_tiny(**kwargs) -> SwinTransformerACmix:
     return SwinTransformerACmix(**{"depths": (2, 2, 6, 2), "num_heads": (3, 6, 12, 24), **kwargs})
 
 
-@register_model
+@register_model(
+    ModelConfig(
+        "shifted window",
+        fixed_input_size=True,
+        interpolation="bicubic",
+        classifier="head",
+        params_paper=51e6,
+        flops_paper=9.0e9,
+        top1=83.5,
+        params_official=50_345_080,
+        flops_official=9.00e9,
+    )
+)
 def acmix_swin_small(**kwargs) -> SwinTransformerACmix:
     """ACmix-Swin-S: embed 96, depths [2, 2, 18, 2], heads [3, 6, 12, 24], window 7, drop path 0.3.
 
