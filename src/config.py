@@ -74,9 +74,20 @@ _SCHEMA: List[Tuple[str, Any, str]] = [
     ("betas", [0.9, 0.999], ""),
     ("eps", 1.0e-8, ""),
     ("weight_decay", 1.0e-4, ""),
+    (
+        "weight_decay_params",
+        "weights",
+        "weights: kernels and matrices only (norms, biases, ACmix rates, position tables, class token exempt);"
+        " all: every trainable parameter, as the official ACmix-ResNet script",
+    ),
     ("epochs", 100, ""),
     ("warmup_epochs", 5, ""),
-    ("warmup_lr", 1.0e-6, ""),
+    ("warmup_lr", 1.0e-6, "learning rate of the first step"),
+    (
+        "warmup_start_factor",
+        None,
+        "null = the warmup starts at warmup_lr; a number: at this fraction of the (batch-scaled) lr, warmup_lr unused",
+    ),
     ("min_lr", 1.0e-5, ""),
     ("label_smoothing", 0.1, ""),
     ("clip_grad", 0.0, "global-norm clipping; 0 = off"),
@@ -124,6 +135,7 @@ CHOICES: Dict[str, Tuple[str, ...]] = {
     "train_crop": ("random_resized", "random_crop", "none"),
     "interpolation": ("bilinear", "bicubic"),
     "opt": ("sgd", "adamw"),
+    "weight_decay_params": ("weights", "all"),
     "amp_level": ("O0", "O1", "O2", "O3"),
     "loss_scale_type": ("dynamic", "fixed", "none"),
     "device_target": ("CPU", "GPU", "Ascend"),
@@ -134,7 +146,7 @@ CHOICES: Dict[str, Tuple[str, ...]] = {
 }
 DEVICE_SECTIONS: Tuple[str, ...] = ("Ascend", "GPU", "CPU")
 # Keys whose default is None but whose set values have a type anyway.
-_OPTIONAL_TYPES: Dict[str, type] = {"drop_path_rate": float}
+_OPTIONAL_TYPES: Dict[str, type] = {"drop_path_rate": float, "warmup_start_factor": float}
 _LIST_LENGTHS: Dict[str, int] = {"scale": 2, "ratio": 2, "betas": 2}
 # The values a number may take (every item of a list of numbers); checked wherever a value comes from, so a bad
 # one stops the command before any work with the key and its source named.
@@ -157,6 +169,7 @@ _RANGES: Dict[str, str] = {
     **dict.fromkeys(("hflip", "reprob", "mixup_prob", "mixup_switch_prob", "momentum", "scale"), "in [0, 1]"),
     **dict.fromkeys(("drop_path_rate", "label_smoothing", "ema_decay", "betas"), "in [0, 1)"),
     "crop_pct": "in (0, 1]",
+    "warmup_start_factor": "in [0, 1]",
 }
 _CLI = "the command line"
 

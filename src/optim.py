@@ -8,10 +8,10 @@ from typing import Dict, List
 import numpy as np
 from mindspore import Tensor, nn
 
-__all__ = ["scaled_lr", "warmup_cosine_lr", "param_groups", "create_optimizer", "NO_DECAY_TAGS"]
+__all__ = ["scaled_lr", "warmup_cosine_lr", "lr_schedule", "param_groups", "create_optimizer", "NO_DECAY_TAGS"]
 
-# Parameters that never decay besides every 0-/1-d tensor (norm scales and shifts, biases, the ACmix rates):
-# position tables and the class token.
+# With weight_decay_params "weights", parameters that never decay besides every 0-/1-d tensor (norm scales and
+# shifts, biases, the ACmix rates): position tables and the class token.
 NO_DECAY_TAGS = ("pos_embed", "cls_token", "relative_position_bias_table", "rate1", "rate2")
 
 
@@ -51,13 +51,38 @@ def warmup_cosine_lr(
     return lrs
 
 
-def param_groups(params: List, weight_decay: float) -> List[Dict]:
-    """Two optimizer groups: decayed weights, and norms/biases/position tables/ACmix rates without decay.
+def lr_schedule(cfg, global_batch: int, steps_per_epoch: int) -> np.ndarray:
+    """The recipe's per-step learning rates: :func:`warmup_cosine_lr` at the batch-scaled ``lr``.
+
+    The warmup starts at ``warmup_start_factor`` times that scaled rate when the recipe sets it (the official
+    ACmix-ResNet script starts at a quarter of its rate), so the start keeps its ratio to the peak at any batch;
+    otherwise at the absolute ``warmup_lr``.
+
+    Args:
+        cfg: config with ``lr``, ``lr_base_batch``, ``min_lr``, ``warmup_lr``, ``warmup_start_factor``, ``epochs``,
+            ``warmup_epochs``.
+        global_batch: images per optimizer step over all devices.
+        steps_per_epoch: optimizer steps per epoch.
+    """
+    base_lr = scaled_lr(cfg.lr, global_batch, cfg.lr_base_batch)
+    start = cfg.warmup_lr if cfg.warmup_start_factor is None else cfg.warmup_start_factor * base_lr
+    return warmup_cosine_lr(base_lr, cfg.min_lr, start, cfg.epochs, cfg.warmup_epochs, steps_per_epoch)
+
+
+def param_groups(params: List, weight_decay: float, which: str = "weights") -> List[Dict]:
+    """Optimizer groups: with ``which="weights"`` decayed weights, and norms/biases/position tables/ACmix rates
+    without decay; with ``which="all"`` one group, every parameter decayed (PyTorch's ``SGD(model.parameters())``,
+    as the official ACmix-ResNet script trains).
 
     Args:
         params: the trainable parameters.
-        weight_decay: decay of the first group.
+        weight_decay: decay of the decayed group.
+        which: ``"weights"`` or ``"all"`` (the recipe's ``weight_decay_params``).
     """
+    if which == "all":
+        return [{"params": list(params), "weight_decay": weight_decay}]
+    if which != "weights":
+        raise ValueError(f"weight_decay_params must be 'weights' or 'all', got {which!r}")
     decay, no_decay = [], []
     for p in params:
         if len(p.shape) <= 1 or any(tag in p.name for tag in NO_DECAY_TAGS):
@@ -77,11 +102,12 @@ def create_optimizer(cfg, params: List, lr_schedule: np.ndarray) -> nn.Optimizer
     bias correction of the moments (the warmup covers the first steps, where that correction matters).
 
     Args:
-        cfg: config with ``opt``, ``momentum``, ``nesterov``, ``betas``, ``eps``, ``weight_decay``.
+        cfg: config with ``opt``, ``momentum``, ``nesterov``, ``betas``, ``eps``, ``weight_decay``,
+            ``weight_decay_params``.
         params: trainable parameters.
         lr_schedule: learning rate of every step of the run.
     """
-    groups = param_groups(params, cfg.weight_decay)
+    groups = param_groups(params, cfg.weight_decay, cfg.weight_decay_params)
     lr = Tensor(lr_schedule)
     if cfg.opt == "sgd":
         return nn.Momentum(groups, learning_rate=lr, momentum=cfg.momentum, use_nesterov=cfg.nesterov)

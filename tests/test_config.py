@@ -229,6 +229,11 @@ def test_force_is_never_saved(tmp_path):
         (["--betas", "0.9,1.0"], "betas: must be in [0, 1)"),
         (["--scale", "1.0,0.08"], "scale: the lower bound comes first"),
         (["--export_batch_size", "0"], "export_batch_size: must be >= 1"),
+        (["--warmup_start_factor", "1.5"], "warmup_start_factor: must be in [0, 1], got 1.5 from the command line"),
+        (
+            ["--weight_decay_params", "none"],
+            "weight_decay_params: 'none' from the command line is not one of weights, all",
+        ),
     ],
 )
 def test_values_out_of_range_name_key_and_source(args, message):
@@ -331,13 +336,18 @@ def test_recipe_parses(path: Path):
         assert cfg.amp_level == raw.get(device, {}).get("amp_level", raw.get("amp_level", DEFAULTS["amp_level"]))
     assert isinstance(cfg.model, str) and cfg.model.startswith("acmix_")
     if path.stem != "demo_digits":
-        assert path.stem == f"{cfg.model}_{'imagenet' if cfg.dataset == 'imagefolder' else cfg.dataset}"
+        name = f"{cfg.model}_{'imagenet' if cfg.dataset == 'imagefolder' else cfg.dataset}"
+        assert path.stem in (name, f"{name}_official")
     # the convention of config/README.md: model, plus only what differs from the defaults
     same = [k for k, v in raw.items() if k != "model" and k not in DEVICE_SECTIONS and DEFAULTS[k] == v]
     assert not same, f"keys equal to their defaults: {same}"
 
 
-@pytest.mark.parametrize("path", RECIPES, ids=[p.stem for p in RECIPES])
+# an _official variant builds the model of its base recipe (test_official_resnet_recipe_holds_the_official_script)
+BUILT = [p for p in RECIPES if not p.stem.endswith("_official")]
+
+
+@pytest.mark.parametrize("path", BUILT, ids=[p.stem for p in BUILT])
 def test_recipe_model_builds(path: Path):
     # built as training builds it: num_classes, in_chans, drop_path_rate, img_size where the model takes it
     from src.models import create_model_from_config, is_model
@@ -348,3 +358,46 @@ def test_recipe_model_builds(path: Path):
     net = create_model_from_config(cfg)
     assert net.num_classes == cfg.num_classes
     assert sum(p.size for p in net.trainable_params()) > 0
+
+
+def test_official_resnet_recipe_holds_the_official_script():
+    """The facts of LeapLabTHU/ACmix ResNet/main.py (line numbers in config/README.md), per device target."""
+    path = CONFIG_DIR / "acmix_resnet50_imagenet_official.yaml"
+    for device in DEVICE_SECTIONS:
+        cfg = parse_config(["--config", str(path), "--device_target", device])
+        assert (cfg.opt, cfg.momentum, cfg.nesterov, cfg.weight_decay, cfg.weight_decay_params) == (
+            "sgd",
+            0.9,
+            False,
+            1e-4,
+            "all",
+        )
+        assert (cfg.lr, cfg.lr_base_batch, cfg.batch_size) == (0.1, 128, 128)
+        assert (cfg.epochs, cfg.warmup_epochs, cfg.warmup_start_factor, cfg.min_lr) == (90, 5, 0.25, 0.0)
+        assert (cfg.label_smoothing, cfg.amp_level, cfg.crop_pct, cfg.interpolation) == (0.1, "O0", 0.875, "bilinear")
+        assert (cfg.mixup, cfg.cutmix, cfg.auto_augment, cfg.reprob, cfg.ema_decay, cfg.clip_grad) == (
+            0,
+            0,
+            "",
+            0,
+            0,
+            0,
+        )
+    # same model and data pipeline as the project's ResNet-50 recipe: only the training schedule differs
+    ours = parse_config(["--config", str(CONFIG_DIR / "acmix_resnet50_imagenet.yaml")]).to_dict()
+    official = parse_config(["--config", str(path)]).to_dict()
+    changed = {key for key in ours if ours[key] != official[key]}
+    assert changed == {"lr_base_batch", "weight_decay_params", "epochs", "warmup_start_factor", "min_lr"}
+
+
+@pytest.mark.parametrize("model", ["acmix_pvt_tiny", "acmix_pvt_small"])
+def test_pvt_recipes_use_the_model_default_drop_path(model: str):
+    """One drop-path rate per PVT model: the ImageNet recipe's equals the model factory's default."""
+    from src.models import create_model
+    from src.models.layers.common import DropPath
+
+    cfg = parse_config(["--config", str(CONFIG_DIR / f"{model}_imagenet.yaml")])
+    # one block per stage: the last block's rate is the model's drop_path_rate (linear from 0)
+    net = create_model(model, num_classes=10, depths=(1, 1, 1, 1))
+    rates = [cell.drop_prob for _, cell in net.cells_and_names() if isinstance(cell, DropPath)]
+    assert rates and max(rates) == pytest.approx(cfg.drop_path_rate)
