@@ -340,10 +340,9 @@ def build_train_step(cfg: Config, net, steps_per_epoch: int, rank_size: int = 1)
     from mindspore import nn
 
     from .engine import ClassificationLoss, NetWithLoss, TrainStep
-    from .optim import create_optimizer, scaled_lr, warmup_cosine_lr
+    from .optim import create_optimizer, lr_schedule
 
-    base_lr = scaled_lr(cfg.lr, cfg.batch_size * rank_size, cfg.lr_base_batch)
-    lrs = warmup_cosine_lr(base_lr, cfg.min_lr, cfg.warmup_lr, cfg.epochs, cfg.warmup_epochs, steps_per_epoch)
+    lrs = lr_schedule(cfg, cfg.batch_size * rank_size, steps_per_epoch)
     optimizer = create_optimizer(cfg, net.trainable_params(), lrs)
     reducer = nn.DistributedGradReducer(optimizer.parameters, True, rank_size) if rank_size > 1 else None
     train_step = TrainStep(
