@@ -5,7 +5,7 @@ from __future__ import annotations
 import mindspore as ms
 import numpy as np
 import pytest
-from mindspore import Tensor
+from mindspore import Tensor, ops
 
 from src.models import create_model, get_model_config
 from src.models.acmix_swin import SwinTransformerACmix, SwinTransformerBlock, shifted_window_mask
@@ -14,6 +14,7 @@ from src.models.flops import count_params
 from src.models.layers import shift_kernel
 from src.models.layers.common import DropPath
 from src.models.layers.window_attention import WindowAttentionACmix, relative_position_index
+from src.models.registry import FeatureExtractor
 from tests.conftest import assert_parity, graph_train_step, load_fixture
 
 # Counted by running the official PyTorch code, 1000 classes.
@@ -55,6 +56,10 @@ def test_converter_refuses_a_foreign_relative_position_index():
 def test_parameter_count_equals_official(name):
     net = create_model(name)
     assert count_params(net) == OFFICIAL_PARAMS[name]
+    # the published stage widths and strides, read from the built model
+    assert [(f["num_chs"], f["reduction"], f["module"]) for f in net.feature_info] == [
+        (96, 4, "layers.0"), (192, 8, "layers.1"), (384, 16, "layers.2"), (768, 32, "layers.3"),
+    ]  # fmt: skip
 
 
 def test_architecture_overrides_and_small_map_rule():
@@ -100,3 +105,82 @@ def test_drop_path_cells_draw_independent_masks():
     a, b = a.asnumpy().ravel(), b.asnumpy().ravel()
     assert set(np.unique(a)) <= {0.0, 2.0} and set(np.unique(b)) <= {0.0, 2.0}
     assert 0 < (a == 0).sum() < 64 and not np.array_equal(a, b)
+
+
+# four stages of a 64x64 input: maps 16, 8, 4 (window 4), 2 (window = map); one block each to compile fast
+SMALL = dict(img_size=64, embed_dim=8, depths=(1, 1, 1, 1), num_heads=(1, 2, 2, 4), window_size=4, mlp_ratio=2.0)
+
+
+@pytest.fixture(scope="module")
+def downstream():
+    """One graph-mode forward of the downstream views of one small backbone (num_classes=0), shared by the tests
+    below: the features_only maps, an out_indices subset, the model's output, forward_features and
+    forward_head(pre_logits=True)."""
+    sub = create_model("acmix_swin_tiny", features_only=True, out_indices=(3, 1), **SMALL)
+    net = sub.backbone
+    fe = FeatureExtractor(net)
+    x = Tensor(np.random.default_rng(1).standard_normal((2, 3, 64, 64)).astype(np.float32))
+
+    def views(inp):
+        feats = net.forward_features(inp)
+        return fe(inp), sub(inp), net(inp), feats, net.forward_head(feats, True)
+
+    net.set_train(False)
+    outs = ms.jit(views)(x)
+    maps, picked, y, feats, pre = [tuple(t.asnumpy() for t in o) if isinstance(o, tuple) else o.asnumpy() for o in outs]
+    return fe, sub, {"maps": maps, "picked": picked, "y": y, "feats": feats, "pre": pre}
+
+
+def test_features_only_maps_match_feature_info(downstream):
+    fe, _, out = downstream
+    assert [f["reduction"] for f in fe.feature_info] == [4, 8, 16, 32]
+    expected = [(2, f["num_chs"], 64 // f["reduction"], 64 // f["reduction"]) for f in fe.feature_info]
+    assert [m.shape for m in out["maps"]] == expected
+
+
+def test_out_indices_subset(downstream):
+    _, sub, out = downstream
+    assert sub.feature_info == [sub.backbone.feature_info[3], sub.backbone.feature_info[1]]
+    np.testing.assert_array_equal(out["picked"][0], out["maps"][3])
+    np.testing.assert_array_equal(out["picked"][1], out["maps"][1])
+
+
+def test_num_classes_0_returns_the_pooled_normed_last_stage(downstream):
+    _, sub, out = downstream
+    net = sub.backbone
+    with_head = {p.name for p in create_model("acmix_swin_tiny", num_classes=5, **SMALL).trainable_params()}
+    assert with_head - {p.name for p in net.trainable_params()} == {"head.weight", "head.bias"}
+    tokens = out["maps"][3].reshape(2, net.num_features, -1).transpose(0, 2, 1)  # the 2x2 map as 4 tokens
+    mu, var = tokens.mean(-1, keepdims=True), tokens.var(-1, keepdims=True)
+    normed = (tokens - mu) / np.sqrt(var + 1e-5) * net.norm.gamma.asnumpy() + net.norm.beta.asnumpy()
+    assert out["feats"].shape == (2, 4, net.num_features)
+    np.testing.assert_allclose(out["feats"], normed, rtol=1e-4, atol=1e-5)
+    assert out["y"].shape == (2, net.num_features)
+    np.testing.assert_allclose(out["y"], out["feats"].mean(1), rtol=1e-5, atol=1e-6)
+    np.testing.assert_array_equal(out["pre"], out["y"])
+
+
+@pytest.mark.slow  # differentiating a four-stage model compiles for about a minute on 2 busy cores
+def test_gradients_reach_every_stage_through_the_maps():
+    fe = create_model("acmix_swin_tiny", features_only=True, drop_path_rate=0.0, **SMALL)
+    params = fe.trainable_params()
+    x = Tensor(np.random.default_rng(1).standard_normal((2, 3, 64, 64)).astype(np.float32))
+
+    def loss(inp):
+        return sum(ops.mean(m * m) for m in fe(inp))
+
+    fe.set_train(True)
+    value, grads = ms.jit(ms.value_and_grad(loss, None, params))(x)
+    grads = {p.name: g.asnumpy() for p, g in zip(params, grads)}
+    assert np.isfinite(value.asnumpy()) and all(np.isfinite(g).all() for g in grads.values())
+    assert np.abs(grads["patch_embed.proj.weight"]).max() > 0
+    for i in range(4):
+        assert np.abs(grads[f"layers.{i}.blocks.0.attn.qkv.weight"]).max() > 0, i
+    # the maps are taken before the final norm, as timm's features_only
+    assert not grads["norm.gamma"].any() and not grads["norm.beta"].any()
+
+
+@pytest.mark.parametrize("out_indices", [(4,), (), (-1, 2)])
+def test_bad_out_indices_are_a_clear_error(out_indices):
+    with pytest.raises(ValueError, match="out_indices"):
+        create_model("acmix_swin_tiny", features_only=True, out_indices=out_indices, **SMALL)

@@ -1,16 +1,15 @@
 """ACmix-PVT: PVT v1 whose attention is :class:`GlobalAttentionACmix` (ACmix paper section 4.5, eq. 19).
 
 Source: the PVT v1 classifier (Wang et al., ICCV 2021; whai362/PVT, ``classification/pvt.py``), with its
-stages, widths, heads, MLP and sr ratios, class token in the last stage, stochastic depth 0.1 and parameter
-names (``patch_embed1.proj``, ``block1.0.attn.q``, ``...attn.kv``, ``...attn.sr``, ``cls_token``, ``head``),
-so a PVT checkpoint initialises everything but the ACmix additions (``fc``, ``dep_conv``, ``rate1/2``).
+stages, widths, heads, MLP and sr ratios, position embeddings, class token in the last stage, stochastic depth
+0.1 and parameter names (``patch_embed1.proj``, ``pos_embed1``, ``block1.0.attn.q``, ``...attn.kv``,
+``...attn.sr``, ``cls_token``, ``head``), so a PVT checkpoint initialises everything but the ACmix additions
+(``fc``, ``dep_conv``, ``rate1/2``).  ``pos_embed=False`` is an option that leaves the position embeddings out.
 There is no official ACmix-PVT.  Each block's attention keeps PVT's projections and attention and adds the
 convolution path (see :mod:`src.models.layers.global_attention`).
 
 Differences from PVT:
 
-* No absolute position embeddings by default (``pos_embed=True`` restores them): without them both models
-  are within 3% of the paper's parameter counts, with them ACmix-PVT-T is 3.05% over.
 * A stage whose map is smaller than its sr ratio uses the map size (e.g. 4x4 with sr 8 reduces to one key),
   where PVT's reduction convolution would fail.
 * The model is built for one input size (``img_size``); another size is a clear error, where PVT
@@ -94,11 +93,15 @@ def _per_stage(name: str, values, n: int) -> tuple:
 class PyramidVisionTransformerACmix(nn.Cell):
     """ACmix-PVT classifier.  Built for one input size (its position embeddings and sr ratios depend on it).
 
+    ``forward_features`` gives the normed tokens (class token first), ``forward_head`` classifies the class
+    token, ``forward_stages`` gives each stage's map (channels first, the last without the class token),
+    described by ``feature_info``.
+
     Args:
         img_size: input height and width.
         patch_size: patch size of the first stage (later stages: 2).
         in_chans: image channels.
-        num_classes: classifier outputs.
+        num_classes: classifier outputs; 0 builds no head (the model returns the class-token features).
         embed_dims: width per stage.
         num_heads: heads per stage.
         mlp_ratios: MLP ratio per stage.
@@ -111,7 +114,8 @@ class PyramidVisionTransformerACmix(nn.Cell):
         drop_path_rate: stochastic depth rate of the last block (linear from 0).
         kernel_conv: kernel size of the convolution path.
         group_conv_impl: grouped-convolution implementation of the convolution path.
-        pos_embed: add PVT's learned absolute position embeddings to each stage's tokens.
+        pos_embed: add PVT's learned absolute position embeddings to each stage's tokens (PVT has them;
+            ``False`` leaves them out).
     """
 
     def __init__(
@@ -132,7 +136,7 @@ class PyramidVisionTransformerACmix(nn.Cell):
         drop_path_rate: float = 0.1,
         kernel_conv: int = 3,
         group_conv_impl: str = "auto",
-        pos_embed: bool = False,
+        pos_embed: bool = True,
     ) -> None:
         super().__init__()
         depths = tuple(int(d) for d in depths)
@@ -143,8 +147,8 @@ class PyramidVisionTransformerACmix(nn.Cell):
         num_heads = tuple(int(h) for h in _per_stage("num_heads", num_heads, n))
         mlp_ratios = tuple(float(r) for r in _per_stage("mlp_ratios", mlp_ratios, n))
         sr_ratios = tuple(int(r) for r in _per_stage("sr_ratios", sr_ratios, n))
-        if num_classes < 1:
-            raise ValueError(f"PyramidVisionTransformerACmix: num_classes must be >= 1, got {num_classes}")
+        if num_classes < 0:
+            raise ValueError(f"PyramidVisionTransformerACmix: num_classes must be >= 0, got {num_classes}")
         self.num_classes = num_classes
         self.num_stages = n
         self.embed_dims = embed_dims
@@ -194,15 +198,20 @@ class PyramidVisionTransformerACmix(nn.Cell):
         self._pos_embeds = tuple(pos)
         self.resolutions = tuple(resolutions)
         self.sr_ratios = tuple(srs)
+        first = patch_size if isinstance(patch_size, int) else patch_size[0]
+        self.feature_info = [
+            {"num_chs": embed_dims[i], "reduction": first * 2**i, "module": f"block{i + 1}"} for i in range(n)
+        ]
         self.norm = layer_norm(embed_dims[-1], _EPS)
         self.cls_token = Parameter(initializer(TruncatedNormal(0.02), (1, 1, embed_dims[-1])), name="cls_token")
-        self.head = nn.Dense(embed_dims[-1], num_classes)
+        self.head = nn.Dense(embed_dims[-1], num_classes) if num_classes > 0 else nn.Identity()
         init_dense_trunc_normal(self)  # PVT v1's initialisation (the fan-out normal one is PVT v2's)
 
-    def forward_features(self, x: Tensor) -> Tensor:
-        """Class-token features after the final norm, (B, embed_dims[-1])."""
+    def _stage_outputs(self, x: Tensor) -> Tuple[Tensor, ...]:
+        # the maps (B, C, H, W) of all stages but the last, then the last stage's tokens (B, 1 + H*W, C)
         b = x.shape[0]
         last = self.num_stages - 1
+        outs = ()
         for i in range(self.num_stages):
             embed, drop, blocks = self.stages[i]
             h, w = self.resolutions[i]
@@ -217,11 +226,43 @@ class PyramidVisionTransformerACmix(nn.Cell):
                 x = blk(x, h, w)
             if i != last:
                 x = x.reshape(b, h, w, c).transpose(0, 3, 1, 2)
-        x = self.norm(x)
-        return ops.slice(x, (0, 0, 0), (b, 1, x.shape[2])).reshape(b, x.shape[2])
+            outs = outs + (x,)
+        return outs
+
+    def forward_stages(self, x: Tensor) -> Tuple[Tensor, ...]:
+        """One channels-first map (B, C_i, H_i, W_i) per stage, the last without its class token and final norm.
+
+        Args:
+            x: images (B, in_chans, img_size, img_size).
+        """
+        outs = self._stage_outputs(x)
+        t = outs[-1]
+        b, n, c = t.shape
+        h, w = self.resolutions[-1]
+        tail = ops.slice(t, (0, 1, 0), (b, n - 1, c)).reshape(b, h, w, c).transpose(0, 3, 1, 2)
+        return outs[:-1] + (tail,)
+
+    def forward_features(self, x: Tensor) -> Tensor:
+        """Tokens of the last stage after the final norm, class token first: (B, 1 + H*W, embed_dims[-1]).
+
+        Args:
+            x: images (B, in_chans, img_size, img_size).
+        """
+        return self.norm(self._stage_outputs(x)[-1])
+
+    def forward_head(self, x: Tensor, pre_logits: bool = False) -> Tensor:
+        """The class token, then the classifier unless ``pre_logits`` or ``num_classes == 0``.
+
+        Args:
+            x: tokens (B, 1 + N, embed_dims[-1]) from ``forward_features``.
+            pre_logits: return the class-token features (B, embed_dims[-1]).
+        """
+        b, _, c = x.shape
+        x = ops.slice(x, (0, 0, 0), (b, 1, c)).reshape(b, c)
+        return x if pre_logits else self.head(x)
 
     def construct(self, x: Tensor) -> Tensor:
-        return self.head(self.forward_features(x))
+        return self.forward_head(self.forward_features(x))
 
 
 def _pvt(depths: Sequence[int], kwargs: dict) -> PyramidVisionTransformerACmix:
@@ -251,7 +292,8 @@ def _pvt(depths: Sequence[int], kwargs: dict) -> PyramidVisionTransformerACmix:
     )
 )
 def acmix_pvt_tiny(**kwargs) -> PyramidVisionTransformerACmix:
-    """ACmix-PVT-T: dims [64, 128, 320, 512], heads [1, 2, 5, 8], depths [2, 2, 2, 2], sr [8, 4, 2, 1].
+    """ACmix-PVT-T: dims [64, 128, 320, 512], heads [1, 2, 5, 8], depths [2, 2, 2, 2], sr [8, 4, 2, 1],
+    position embeddings, drop path 0.1 (PVT-Tiny's own setting).
 
     Args:
         **kwargs: ``num_classes`` and overrides of the :class:`PyramidVisionTransformerACmix` keywords.
@@ -271,7 +313,8 @@ def acmix_pvt_tiny(**kwargs) -> PyramidVisionTransformerACmix:
     )
 )
 def acmix_pvt_small(**kwargs) -> PyramidVisionTransformerACmix:
-    """ACmix-PVT-S: dims [64, 128, 320, 512], heads [1, 2, 5, 8], depths [3, 4, 6, 3], sr [8, 4, 2, 1].
+    """ACmix-PVT-S: dims [64, 128, 320, 512], heads [1, 2, 5, 8], depths [3, 4, 6, 3], sr [8, 4, 2, 1],
+    position embeddings, drop path 0.1 (PVT-Small's own setting).
 
     Args:
         **kwargs: ``num_classes`` and overrides of the :class:`PyramidVisionTransformerACmix` keywords.

@@ -215,12 +215,19 @@ class BasicLayer(nn.Cell):
                 for i in range(depth)
             ]
         )
+        self.dim = dim
+        self.input_resolution = tuple(int(r) for r in input_resolution)
         self.has_downsample = downsample
         self.downsample = PatchMerging(input_resolution, dim) if downsample else None
 
-    def construct(self, x: Tensor) -> Tensor:
+    def forward_blocks(self, x: Tensor) -> Tensor:
+        """The stage's blocks without the PatchMerging: (B, H*W, dim) -> (B, H*W, dim)."""
         for blk in self.blocks:
             x = blk(x)
+        return x
+
+    def construct(self, x: Tensor) -> Tensor:
+        x = self.forward_blocks(x)
         if self.has_downsample:
             x = self.downsample(x)
         return x
@@ -229,11 +236,15 @@ class BasicLayer(nn.Cell):
 class SwinTransformerACmix(nn.Cell):
     """ACmix-Swin classifier (no absolute position embedding, patch norm on, as the official configs).
 
+    ``forward_features`` gives the normed tokens, ``forward_head`` pools and classifies them, ``forward_stages``
+    gives each stage's map before its PatchMerging (channels first, strides ``patch_size * 2**i``), described by
+    ``feature_info``.
+
     Args:
         img_size: input size (int).
         patch_size: patch size.
         in_chans: image channels.
-        num_classes: classifier outputs.
+        num_classes: classifier outputs; 0 builds no head (the model returns the pooled features).
         embed_dim: width of the first stage.
         depths: blocks per stage.
         num_heads: heads per stage.
@@ -273,8 +284,8 @@ class SwinTransformerACmix(nn.Cell):
         depths, num_heads = tuple(int(d) for d in depths), tuple(int(n) for n in num_heads)
         if len(depths) != len(num_heads) or not depths:
             raise ValueError(f"SwinTransformerACmix: depths {depths} and num_heads {num_heads} must match in length")
-        if num_classes < 1:
-            raise ValueError(f"SwinTransformerACmix: num_classes must be >= 1, got {num_classes}")
+        if num_classes < 0:
+            raise ValueError(f"SwinTransformerACmix: num_classes must be >= 0, got {num_classes}")
         self.num_classes = num_classes
         self.num_layers = len(depths)
         self.num_features = int(embed_dim * 2 ** (self.num_layers - 1))
@@ -310,26 +321,67 @@ class SwinTransformerACmix(nn.Cell):
                 for i in range(self.num_layers)
             ]
         )
+        self.stage_resolutions = tuple(layer.input_resolution for layer in self.layers)
+        self.feature_info = [
+            {"num_chs": layer.dim, "reduction": patch_size * 2**i, "module": f"layers.{i}"}
+            for i, layer in enumerate(self.layers)
+        ]
         self.norm = layer_norm(self.num_features)
-        self.head = nn.Dense(self.num_features, num_classes)
+        self.head = nn.Dense(self.num_features, num_classes) if num_classes > 0 else nn.Identity()
         init_dense_trunc_normal(self)  # the official initialisation
         if use_checkpoint:
             for layer in self.layers:
                 for blk in layer.blocks:
                     blk.recompute()
 
-    def forward_features(self, x: Tensor) -> Tensor:
-        """Pooled features (B, num_features)."""
+    def _stage_tokens(self, x: Tensor) -> Tuple[Tensor, ...]:
+        # each stage's tokens before its PatchMerging; the last stage has none, so its output feeds the norm
         x = self.patch_embed(x)
         if self.ape:
             x = x + self.absolute_pos_embed
         x = self.pos_drop(x)
+        outs = ()
         for layer in self.layers:
-            x = layer(x)
-        return ops.mean(self.norm(x), 1)
+            x = layer.forward_blocks(x)
+            outs = outs + (x,)
+            if layer.has_downsample:
+                x = layer.downsample(x)
+        return outs
+
+    def forward_stages(self, x: Tensor) -> Tuple[Tensor, ...]:
+        """One channels-first map (B, C_i, H_i, W_i) per stage, before its PatchMerging and without a norm.
+
+        Args:
+            x: images (B, in_chans, img_size, img_size).
+        """
+        tokens = self._stage_tokens(x)
+        maps = ()
+        for i in range(self.num_layers):
+            h, w = self.stage_resolutions[i]
+            t = tokens[i]
+            maps = maps + (t.reshape(t.shape[0], h, w, t.shape[2]).transpose(0, 3, 1, 2),)
+        return maps
+
+    def forward_features(self, x: Tensor) -> Tensor:
+        """Tokens of the last stage after the final norm, (B, L, num_features).
+
+        Args:
+            x: images (B, in_chans, img_size, img_size).
+        """
+        return self.norm(self._stage_tokens(x)[-1])
+
+    def forward_head(self, x: Tensor, pre_logits: bool = False) -> Tensor:
+        """Mean over the tokens, then the classifier unless ``pre_logits`` or ``num_classes == 0``.
+
+        Args:
+            x: tokens (B, L, num_features) from ``forward_features``.
+            pre_logits: return the pooled features (B, num_features).
+        """
+        x = ops.mean(x, 1)
+        return x if pre_logits else self.head(x)
 
     def construct(self, x: Tensor) -> Tensor:
-        return self.head(self.forward_features(x))
+        return self.forward_head(self.forward_features(x))
 
 
 @register_model(
