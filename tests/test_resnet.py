@@ -245,10 +245,12 @@ def test_pretrained_views(tmp_path):
     check_pretrained("acmix_resnet26", tmp_path, {"layers": (1, 1, 2, 1)}, layers=(1, 1, 1, 1))
 
 
+@pytest.mark.slow  # compiles a classifier and a features_only backbone (reduced depth) in one graph
 def test_views_in_graph_mode(tmp_path):
     # 72 px: the maps round up (18, 9, 5, 3), as the stride-2 ACmix modules do
     check_views_in_graph_mode("acmix_resnet26", tmp_path, 72, lambda s, r: -(-s // r), layers=(1, 1, 1, 1))
 
 
+@pytest.mark.slow  # compiles a reduced-depth backbone's backward
 def test_feature_gradients_in_graph_mode():
     check_feature_gradients("acmix_resnet26", 64, layers=(1, 1, 1, 1))

@@ -321,10 +321,12 @@ def test_pretrained_views(tmp_path):
     check_pretrained("acmix_san10", tmp_path, {"layers": (1, 1, 2, 1, 1)}, **SMALL)
 
 
+@pytest.mark.slow  # compiles a classifier and a features_only backbone (reduced depth) in one graph
 def test_views_in_graph_mode(tmp_path):
     # 72 px: the flooring max-pools give maps 36, then 18, 9, 4, 2 at strides 4..32
     check_views_in_graph_mode("acmix_san10", tmp_path, 72, lambda s, r: s // r, **SMALL)
 
 
+@pytest.mark.slow  # compiles a reduced-depth backbone's backward
 def test_feature_gradients_in_graph_mode():
     check_feature_gradients("acmix_san10", 64, **SMALL)
