@@ -1,13 +1,21 @@
-"""ACmix-ResNet: parameter counts, parity with the official bottleneck and ResNet, training in graph mode."""
+"""ACmix-ResNet: parameter counts, parity with the official bottleneck and ResNet, training in graph mode,
+the downstream views (``num_classes=0``, ``features_only``, ``pretrained``) and ``dep_conv_init``.
+
+The view checks are written for any convolutional family; ``tests/test_san.py`` runs them on ACmix-SAN.
+"""
 
 from __future__ import annotations
+
+import math
+from typing import Callable, Optional
 
 import mindspore as ms
 import numpy as np
 import pytest
 from mindspore import Tensor, nn
 
-from src.models import create_model, get_model_config
+from src.errors import CheckpointError
+from src.models import FeatureExtractor, create_model, get_model_config
 from src.models.acmix_resnet import ACmixResNet, Bottleneck, batch_norm, conv1x1
 from src.models.convert import convert_state_dict
 from src.models.flops import count_params
@@ -74,6 +82,19 @@ def test_shift_initialisation_survives_backbone_init():
     assert abs(w.std() - np.sqrt(2.0 / w.shape[0])) < 0.2 * np.sqrt(2.0 / w.shape[0])
 
 
+def test_dep_conv_init_official_overwrites_the_shift_kernels():
+    """``dep_conv_init="official"``: the released code's Kaiming loop reaches dep_conv too (fan-out normal)."""
+    net = create_model("acmix_resnet26", layers=(1, 1, 1, 1), dep_conv_init="official")
+    for m in (c for _, c in net.cells_and_names() if isinstance(c, ACmix)):
+        w = m.dep_conv.weight.asnumpy()  # (O, kc*kc, kc, kc): fan-out O * kc * kc, as torch counts it
+        std = math.sqrt(2.0 / (w.shape[0] * w.shape[2] * w.shape[3]))
+        assert not np.array_equal(w, shift_kernel(m.out_planes, m.kernel_conv))
+        assert abs(w.std() / std - 1) < 0.1 and abs(w.mean()) < 0.1 * std
+        assert m.dep_conv.bias is None  # the official module drops the bias, so there is nothing else to set
+    with pytest.raises(ValueError, match="dep_conv_init must be one of .*shift.*official"):
+        create_model("acmix_resnet26", layers=(1, 1, 1, 1), dep_conv_init="kaiming")
+
+
 @pytest.mark.parametrize("size", [32, 64])
 @pytest.mark.parametrize("name", sorted(OFFICIAL_PARAMS))
 @pytest.mark.slow  # a full-depth model compiled in graph mode: minutes on 2 cores
@@ -97,3 +118,139 @@ def test_input_sizes_the_official_model_cannot_run(size):
     assert feats.shape == (1, 2048, -(-size // 32), -(-size // 32))
     y = net(x).asnumpy()
     assert y.shape == (1, 10) and np.isfinite(y).all()
+
+
+# ----------------------------------------------------------------------------------------------
+# downstream views: num_classes=0, forward_head, features_only, pretrained (shared with tests/test_san.py)
+
+
+def check_feature_info(name: str, channels) -> None:
+    """A full-depth registered model (construction only) describes four stages at strides 4 to 32."""
+    net = create_model(name)
+    info = net.feature_info
+    assert [f["num_chs"] for f in info] == list(channels)
+    assert [f["reduction"] for f in info] == [4, 8, 16, 32]
+    for f in info:  # each named stage exists and ends in num_chs channels
+        last = [p for p in getattr(net, f["module"]).get_parameters() if p.ndim == 4][-1]
+        assert last.shape[0] == f["num_chs"], f
+
+
+def check_heads(name: str, **kw) -> None:
+    """num_classes=0 builds no classifier; forward_head pools, then classifies unless pre_logits."""
+    net = create_model(name, num_classes=5, **kw)
+    headless = create_model(name, num_classes=0, **kw)
+    assert not [p.name for p in headless.get_parameters() if p.name.startswith("fc.")]
+    assert {p.name for p in net.get_parameters()} - {p.name for p in headless.get_parameters()} == {
+        "fc.weight",
+        "fc.bias",
+    }
+    feats = np.random.default_rng(3).standard_normal((2, net.num_features, 3, 2)).astype(np.float32)
+    pooled = feats.mean((2, 3))
+    w, b = net.fc.weight.asnumpy(), net.fc.bias.asnumpy()
+    np.testing.assert_allclose(net.forward_head(Tensor(feats), pre_logits=True).asnumpy(), pooled, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(net.forward_head(Tensor(feats)).asnumpy(), pooled @ w.T + b, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(headless.forward_head(Tensor(feats)).asnumpy(), pooled, rtol=1e-5, atol=1e-6)
+    with pytest.raises(ValueError, match="num_classes must be >= 0"):
+        create_model(name, num_classes=-1, **kw)
+    for bad in ((), (0, 4), (-1,)):
+        with pytest.raises(ValueError, match="out_indices"):
+            create_model(name, features_only=True, out_indices=bad, **kw)
+
+
+def check_pretrained(name: str, tmp_path, other: dict, **kw) -> None:
+    """pretrained=PATH loads every weight; without a head the classifier entries are skipped; another
+    architecture (``other``: overrides of ``kw``) or another class count is a CheckpointError."""
+    net = create_model(name, num_classes=5, **kw)
+    path = str(tmp_path / "net.ckpt")
+    ms.save_checkpoint(net, path)
+    saved = {k: v.asnumpy() for k, v in net.parameters_dict().items()}
+    for views in ({"num_classes": 5}, {"num_classes": 0}, {"features_only": True}):
+        loaded = create_model(name, pretrained=path, **views, **kw)
+        got = {k: v.asnumpy() for k, v in loaded.parameters_dict().items()}
+        assert set(got) == (set(saved) if views.get("num_classes") else set(saved) - {"fc.weight", "fc.bias"})
+        for k, v in got.items():
+            np.testing.assert_array_equal(v, saved[k], err_msg=k)
+    with pytest.raises(CheckpointError, match="does not fit"):
+        create_model(name, pretrained=path, **{**kw, **other})
+    with pytest.raises(CheckpointError, match="wrong shape: fc"):
+        create_model(name, pretrained=path, num_classes=7, **kw)
+
+
+class _Views(nn.Cell):
+    """One graph: a classifier's logits and pre-logits, and the features_only views of its checkpoint."""
+
+    def __init__(self, net: nn.Cell, full: FeatureExtractor, sub: FeatureExtractor) -> None:
+        super().__init__()  # the prefixes keep the classifier's and the extractors' parameter names apart
+        self.net, self.full, self.sub = net, full, sub
+
+    def construct(self, x):
+        pre = self.net.forward_head(self.net.forward_features(x), pre_logits=True)
+        return self.net(x), pre, self.full(x), self.sub(x), self.full.backbone(x)
+
+
+def check_views_in_graph_mode(name: str, tmp_path, size: int, map_size: Callable[[int, int], int], **kw) -> None:
+    """construct = forward_head(forward_features); features_only and num_classes=0 views of a checkpoint."""
+    net = create_model(name, num_classes=5, **kw)
+    path = str(tmp_path / "net.ckpt")
+    ms.save_checkpoint(net, path)
+    full = create_model(name, pretrained=path, features_only=True, **kw)
+    sub = FeatureExtractor(full.backbone, out_indices=(1, 3))
+    assert sub.feature_info == [full.feature_info[1], full.feature_info[3]]
+    w, b = net.fc.weight.asnumpy(), net.fc.bias.asnumpy()  # before _Views renames the parameters
+    views = _Views(net, full, sub)
+    views.set_train(False)
+    x = Tensor(np.random.default_rng(size).standard_normal((2, 3, size, size)).astype(np.float32))
+    logits, pre, maps, sub_maps, headless = views(x)
+    logits, pre, headless = logits.asnumpy(), pre.asnumpy(), headless.asnumpy()
+    maps, sub_maps = [m.asnumpy() for m in maps], [m.asnumpy() for m in sub_maps]
+    assert len(maps) == 4
+    for m, f in zip(maps, full.feature_info):
+        assert m.shape == (2, f["num_chs"], map_size(size, f["reduction"]), map_size(size, f["reduction"])), f
+    for got, want in zip(sub_maps, (maps[1], maps[3])):
+        np.testing.assert_array_equal(got, want)
+    tol = dict(rtol=1e-4, atol=1e-5 * np.abs(pre).max())
+    np.testing.assert_allclose(pre, maps[3].mean((2, 3)), **tol)  # the loaded backbone reproduces the classifier's
+    np.testing.assert_allclose(headless, pre, **tol)
+    np.testing.assert_allclose(logits, pre @ w.T + b, rtol=1e-4, atol=1e-5 * np.abs(logits).max())
+
+
+def check_feature_gradients(name: str, size: int, zero_ok: Optional[Callable[[str], bool]] = None, **kw) -> None:
+    """A loss on the features_only maps reaches every backbone parameter (graph mode, train mode)."""
+    feats = create_model(name, features_only=True, **kw)
+    feats.set_train(True)
+    params = feats.trainable_params()
+    rng = np.random.default_rng(size)
+    x = Tensor(rng.standard_normal((2, 3, size, size)).astype(np.float32))
+    weights = [Tensor(rng.standard_normal(m.shape).astype(np.float32)) for m in feats(x)]
+
+    def loss(inp):
+        return sum((m * r).sum() for m, r in zip(feats(inp), weights))
+
+    value, grads = ms.jit(ms.value_and_grad(loss, None, params))(x)
+    assert np.isfinite(value.asnumpy())
+    dead = [p.name for p, g in zip(params, grads) if not np.abs(g.asnumpy()).max() > 0]
+    assert [n for n in dead if not (zero_ok and zero_ok(n))] == [], dead
+
+
+def test_feature_info_of_registered_models():
+    for name in sorted(OFFICIAL_PARAMS):
+        check_feature_info(name, [256, 512, 1024, 2048])
+
+
+def test_heads_and_bad_out_indices():
+    check_heads("acmix_resnet26", layers=(1, 1, 1, 1))
+
+
+def test_pretrained_views(tmp_path):
+    check_pretrained("acmix_resnet26", tmp_path, {"layers": (1, 1, 2, 1)}, layers=(1, 1, 1, 1))
+
+
+@pytest.mark.slow  # compiles a classifier and a features_only backbone (reduced depth) in one graph
+def test_views_in_graph_mode(tmp_path):
+    # 72 px: the maps round up (18, 9, 5, 3), as the stride-2 ACmix modules do
+    check_views_in_graph_mode("acmix_resnet26", tmp_path, 72, lambda s, r: -(-s // r), layers=(1, 1, 1, 1))
+
+
+@pytest.mark.slow  # compiles a reduced-depth backbone's backward
+def test_feature_gradients_in_graph_mode():
+    check_feature_gradients("acmix_resnet26", 64, layers=(1, 1, 1, 1))

@@ -1,4 +1,5 @@
-"""ACmix-SAN: the patchwise cell against a numpy re-statement, its hand-written backward, counts, training."""
+"""ACmix-SAN: the patchwise cell against a numpy re-statement, its hand-written backward, counts, training,
+the downstream views (``num_classes=0``, ``features_only``, ``pretrained``)."""
 
 from __future__ import annotations
 
@@ -15,6 +16,13 @@ from src.models.flops import count_macs, count_params
 from src.models.layers.acmix import shift_kernel
 from src.models.layers.patchwise_attention import PatchwiseAggregation, PatchwiseAttentionACmix
 from tests.conftest import graph_train_step
+from tests.test_resnet import (
+    check_feature_gradients,
+    check_feature_info,
+    check_heads,
+    check_pretrained,
+    check_views_in_graph_mode,
+)
 
 # Paper (Table / README of the official ACmix): params, multiply-adds at 224x224, 1000 classes.
 PAPER = {"acmix_san10": (12.1e6, 1.9e9), "acmix_san15": (16.6e6, 2.7e9), "acmix_san19": (21.2e6, 3.4e9)}
@@ -292,3 +300,33 @@ def test_forward_backward_graph_mode(name, size, kernels):
     assert len(grads) == len(net.trainable_params())
     for leaf in ("rate1", "rate2", "fc.weight", "dep_conv.weight", "conv_w.5.weight", "conv1.weight"):
         assert np.abs(grads[f"layer0.0.sam.{leaf}"]).max() > 0, leaf
+
+
+# ----------------------------------------------------------------------------------------------
+# downstream views (the checks are shared with tests/test_resnet.py)
+
+SMALL = {"layers": (1,) * 5, "kernels": (3,) * 5}
+
+
+def test_feature_info_of_registered_models():
+    for name in sorted(DEPTHS):  # stages 1..4 of the five (stage 0 has stride 2)
+        check_feature_info(name, STAGE_WIDTHS[1:])
+
+
+def test_heads_and_bad_out_indices():
+    check_heads("acmix_san10", **SMALL)
+
+
+def test_pretrained_views(tmp_path):
+    check_pretrained("acmix_san10", tmp_path, {"layers": (1, 1, 2, 1, 1)}, **SMALL)
+
+
+@pytest.mark.slow  # compiles a classifier and a features_only backbone (reduced depth) in one graph
+def test_views_in_graph_mode(tmp_path):
+    # 72 px: the flooring max-pools give maps 36, then 18, 9, 4, 2 at strides 4..32
+    check_views_in_graph_mode("acmix_san10", tmp_path, 72, lambda s, r: s // r, **SMALL)
+
+
+@pytest.mark.slow  # compiles a reduced-depth backbone's backward
+def test_feature_gradients_in_graph_mode():
+    check_feature_gradients("acmix_san10", 64, **SMALL)

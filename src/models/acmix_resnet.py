@@ -8,8 +8,9 @@ code, so official checkpoints convert by renaming (:mod:`src.models.convert`).
 Differences from the official code:
 
 * The official weight initialisation (Kaiming normal, fan-out, on every ``Conv2d``) also overwrites
-  ``dep_conv``, so the shift initialisation the paper describes is lost there.  Here ``dep_conv`` keeps its
-  shift kernels; every other convolution gets the official Kaiming initialisation.
+  ``dep_conv``'s weight (it has no bias), so the shift initialisation the paper describes is lost there.  By
+  default (``dep_conv_init="shift"``) ``dep_conv`` keeps its shift kernels; ``dep_conv_init="official"``
+  reproduces the released code.  Every other convolution gets the official Kaiming initialisation.
 * Any input size works (the official model fails at sizes whose feature maps become odd before a stride-2
   stage, e.g. 200x200, or not larger than 3 pixels, e.g. 32x32, 56x56, 64x64); see
   :class:`~src.models.layers.ACmix`.
@@ -17,7 +18,7 @@ Differences from the official code:
 
 from __future__ import annotations
 
-from typing import Optional, Sequence
+from typing import List, Optional, Sequence, Tuple
 
 from mindspore import Tensor, nn, ops
 from mindspore.common.initializer import HeNormal, initializer
@@ -28,6 +29,8 @@ from .layers.group_conv import zero_pad
 from .registry import ModelConfig, register_model
 
 __all__ = ["Bottleneck", "ACmixResNet", "acmix_resnet26", "acmix_resnet38", "acmix_resnet50"]
+
+DEP_CONV_INITS = ("shift", "official")
 
 
 def conv1x1(in_planes: int, out_planes: int, stride: int = 1) -> nn.Conv2d:
@@ -102,14 +105,19 @@ class Bottleneck(nn.Cell):
 class ACmixResNet(nn.Cell):
     """ACmix-ResNet backbone with a linear classifier.
 
+    ``forward_stages`` gives the outputs of ``layer1..layer4`` (strides 4, 8, 16, 32), described by
+    ``feature_info``; ``forward_features`` the last of them; ``forward_head`` pools and classifies.
+
     Args:
         layers: number of bottlenecks per stage (4 stages).
         k_att: attention window of every ACmix module.
         head: attention heads.
         k_conv: kernel of the convolution paths.
-        num_classes: classifier outputs.
+        num_classes: classifier outputs; 0 builds no classifier (the model returns pooled features).
         in_chans: input image channels.
         zero_init_residual: zero-initialise the last BN of each block.
+        dep_conv_init: ``"shift"`` (the paper's shift kernels in every ``dep_conv``) or ``"official"`` (the
+            released code's Kaiming fan-out normal, which overwrites them).
         **acmix_kwargs: extra keywords for every :class:`ACmix` (``attn_impl``, ``block_size``).
     """
 
@@ -122,30 +130,38 @@ class ACmixResNet(nn.Cell):
         num_classes: int = 1000,
         in_chans: int = 3,
         zero_init_residual: bool = False,
+        dep_conv_init: str = "shift",
         **acmix_kwargs,
     ) -> None:
         super().__init__()
         layers = tuple(int(n) for n in layers)
         if len(layers) != 4 or min(layers) < 1:
             raise ValueError(f"ACmixResNet: layers must be 4 positive stage depths, got {layers}")
-        if num_classes < 1:
-            raise ValueError(f"ACmixResNet: num_classes must be >= 1, got {num_classes}")
+        if num_classes < 0:
+            raise ValueError(f"ACmixResNet: num_classes must be >= 0 (0: no classifier), got {num_classes}")
+        if dep_conv_init not in DEP_CONV_INITS:
+            raise ValueError(f"ACmixResNet: dep_conv_init must be one of {DEP_CONV_INITS}, got {dep_conv_init!r}")
         self.num_classes = num_classes
         self.inplanes = 64
-        self.conv1 = nn.Conv2d(in_chans, 64, 7, stride=2, pad_mode="pad", padding=3, has_bias=False)
+        stem_stride, pool_stride = 2, 2
+        self.conv1 = nn.Conv2d(in_chans, 64, 7, stride=stem_stride, pad_mode="pad", padding=3, has_bias=False)
         self.bn1 = batch_norm(64)
         self.relu = nn.ReLU()
         # 3x3/2 max-pool with padding 1: its input is post-ReLU (>= 0), so zero padding equals the
         # official -inf padding; a "valid" MaxPool avoids the experimental MaxPool3DWithArgmax that
         # nn.MaxPool2d(pad_mode="pad") builds.
-        self.maxpool = nn.MaxPool2d(kernel_size=3, stride=2, pad_mode="valid")
+        self.maxpool = nn.MaxPool2d(kernel_size=3, stride=pool_stride, pad_mode="valid")
         block_kw = dict(k_att=k_att, head=head, k_conv=k_conv, **acmix_kwargs)
-        self.layer1 = self._make_layer(64, layers[0], 1, block_kw)
-        self.layer2 = self._make_layer(128, layers[1], 2, block_kw)
-        self.layer3 = self._make_layer(256, layers[2], 2, block_kw)
-        self.layer4 = self._make_layer(512, layers[3], 2, block_kw)
-        self.fc = nn.Dense(512 * Bottleneck.expansion, num_classes)
-        self._init_weights(zero_init_residual)
+        self.feature_info: List[dict] = []
+        reduction = stem_stride * pool_stride
+        for i, (planes, stride) in enumerate(zip((64, 128, 256, 512), (1, 2, 2, 2)), 1):
+            setattr(self, f"layer{i}", self._make_layer(planes, layers[i - 1], stride, block_kw))
+            reduction *= stride
+            self.feature_info.append({"num_chs": self.inplanes, "reduction": reduction, "module": f"layer{i}"})
+        self.num_features = self.inplanes
+        # timm's convention: without classes the head is an identity and the model returns pooled features
+        self.fc = nn.Dense(self.num_features, num_classes) if num_classes else nn.Identity()
+        self._init_weights(zero_init_residual, dep_conv_init)
 
     def _make_layer(self, planes: int, blocks: int, stride: int, block_kw: dict) -> nn.SequentialCell:
         downsample = None
@@ -157,26 +173,51 @@ class ACmixResNet(nn.Cell):
         cells += [Bottleneck(self.inplanes, planes, **block_kw) for _ in range(1, blocks)]
         return nn.SequentialCell(cells)
 
-    def _init_weights(self, zero_init_residual: bool) -> None:
-        # Kaiming normal (fan-out) on every convolution, as the official code, except the
-        # shift kernels of dep_conv, which the official loop overwrites by mistake.
+    def _init_weights(self, zero_init_residual: bool, dep_conv_init: str) -> None:
+        # Kaiming normal (fan-out) on every convolution, as the official code; its loop also hits dep_conv,
+        # which "official" reproduces and "shift" avoids (dep_conv has no bias to touch either way).
+        keep_shift = dep_conv_init == "shift"
         for name, cell in self.cells_and_names():
-            if isinstance(cell, nn.Conv2d) and not name.endswith("dep_conv"):
+            if isinstance(cell, nn.Conv2d) and not (keep_shift and name.endswith("dep_conv")):
                 w = cell.weight
                 w.set_data(initializer(HeNormal(mode="fan_out", nonlinearity="relu"), w.shape, w.dtype))
             if zero_init_residual and isinstance(cell, Bottleneck):
                 g = cell.bn3.gamma
                 g.set_data(initializer("zeros", g.shape, g.dtype))
 
-    def forward_features(self, x: Tensor) -> Tensor:
-        """Stem and the four stages: (B, 2048, H/32, W/32) (rounded up)."""
+    def forward_stages(self, x: Tensor) -> Tuple[Tensor, Tensor, Tensor, Tensor]:
+        """Outputs of ``layer1..layer4``: channels-first maps at strides 4, 8, 16, 32 (rounded up).
+
+        Args:
+            x: images (B, C, H, W).
+        """
         x = self.relu(self.bn1(self.conv1(x)))
         x = self.maxpool(zero_pad(zero_pad(x, 2, 1, 1), 3, 1, 1))
-        return self.layer4(self.layer3(self.layer2(self.layer1(x))))
+        c1 = self.layer1(x)
+        c2 = self.layer2(c1)
+        c3 = self.layer3(c2)
+        return c1, c2, c3, self.layer4(c3)
+
+    def forward_features(self, x: Tensor) -> Tensor:
+        """Stem and the four stages: (B, 2048, H/32, W/32) (rounded up).
+
+        Args:
+            x: images (B, C, H, W).
+        """
+        return self.forward_stages(x)[3]
+
+    def forward_head(self, x: Tensor, pre_logits: bool = False) -> Tensor:
+        """Global average pool of ``forward_features``' map, then the classifier (none if ``pre_logits``).
+
+        Args:
+            x: last-stage map (B, C, h, w).
+            pre_logits: return the pooled features (B, C).
+        """
+        x = ops.mean(x, (2, 3))
+        return x if pre_logits else self.fc(x)
 
     def construct(self, x: Tensor) -> Tensor:
-        x = ops.mean(self.forward_features(x), (2, 3))
-        return self.fc(x)
+        return self.forward_head(self.forward_features(x))
 
 
 def _build(default_layers: Sequence[int], **kwargs) -> ACmixResNet:
@@ -198,7 +239,8 @@ def acmix_resnet26(**kwargs) -> ACmixResNet:
     """ACmix-ResNet-26: stage depths [1, 2, 4, 1].
 
     Args:
-        **kwargs: ``num_classes`` and overrides of ``layers, k_att, head, k_conv, in_chans, attn_impl, block_size``.
+        **kwargs: ``num_classes`` and overrides of ``layers, k_att, head, k_conv, in_chans, dep_conv_init,
+            attn_impl, block_size``.
     """
     return _build((1, 2, 4, 1), **kwargs)
 
@@ -217,7 +259,8 @@ def acmix_resnet38(**kwargs) -> ACmixResNet:
     """ACmix-ResNet-38: stage depths [2, 3, 5, 2].
 
     Args:
-        **kwargs: ``num_classes`` and overrides of ``layers, k_att, head, k_conv, in_chans, attn_impl, block_size``.
+        **kwargs: ``num_classes`` and overrides of ``layers, k_att, head, k_conv, in_chans, dep_conv_init,
+            attn_impl, block_size``.
     """
     return _build((2, 3, 5, 2), **kwargs)
 
@@ -236,6 +279,7 @@ def acmix_resnet50(**kwargs) -> ACmixResNet:
     """ACmix-ResNet-50: stage depths [3, 4, 6, 3].
 
     Args:
-        **kwargs: ``num_classes`` and overrides of ``layers, k_att, head, k_conv, in_chans, attn_impl, block_size``.
+        **kwargs: ``num_classes`` and overrides of ``layers, k_att, head, k_conv, in_chans, dep_conv_init,
+            attn_impl, block_size``.
     """
     return _build((3, 4, 6, 3), **kwargs)

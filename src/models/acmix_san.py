@@ -23,7 +23,7 @@ docs/models.md gives the parameter and FLOPs counts against the paper's and the 
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from typing import List, Sequence, Tuple
 
 from mindspore import Tensor, nn, ops
 from mindspore.common.initializer import HeUniform, Uniform, initializer
@@ -98,10 +98,13 @@ class SANBottleneck(nn.Cell):
 class ACmixSAN(nn.Cell):
     """ACmix-SAN backbone (patchwise attention) with a linear classifier.
 
+    Of its five stages (strides 2 to 32), ``forward_stages`` gives stages 1 to 4 (strides 4, 8, 16, 32),
+    described by ``feature_info``; ``forward_features`` the last; ``forward_head`` pools and classifies.
+
     Args:
         layers: blocks per stage (5 stages).
         kernels: patchwise attention window per stage (odd).
-        num_classes: classifier outputs.
+        num_classes: classifier outputs; 0 builds no classifier (the model returns pooled features).
         in_chans: input image channels.
         kernel_conv: kernel of the ACmix convolution paths.
         group_conv_impl: ``"auto"``, ``"conv"`` or ``"matmul"`` (see :class:`PatchwiseAttentionACmix`).
@@ -126,13 +129,16 @@ class ACmixSAN(nn.Cell):
             raise ValueError(f"ACmixSAN: layers must be 5 positive stage depths, got {layers}")
         if len(kernels) != 5:
             raise ValueError(f"ACmixSAN: kernels must give 5 window sizes, got {kernels}")
-        if num_classes < 1:
-            raise ValueError(f"ACmixSAN: num_classes must be >= 1, got {num_classes}")
+        if num_classes < 0:
+            raise ValueError(f"ACmixSAN: num_classes must be >= 0 (0: no classifier), got {num_classes}")
         self.num_classes = num_classes
         c0 = STAGE_WIDTHS[0]
         self.conv_in, self.bn_in = _conv1x1(in_chans, c0), batch_norm(c0)
         block_kw = dict(kernel_conv=kernel_conv, group_conv_impl=group_conv_impl, agg_impl=agg_impl)
         in_planes = c0
+        pool_stride = 2
+        reduction = 1  # conv_in is a 1x1 convolution; each stage starts with the shared max-pool
+        self.feature_info: List[dict] = []
         for i, (c, n, k) in enumerate(zip(STAGE_WIDTHS, layers, kernels)):
             # official names: conv0..conv4 / bn0..bn4 around layer0..layer4
             setattr(self, f"conv{i}", _conv1x1(in_planes, c))
@@ -140,9 +146,14 @@ class ACmixSAN(nn.Cell):
             blocks = [SANBottleneck(c, c // 16, c // 4, c, 8, k, **block_kw) for _ in range(n)]
             setattr(self, f"layer{i}", nn.SequentialCell(blocks))
             in_planes = c
+            reduction *= pool_stride
+            if i:  # stage 0 (stride 2) is too early for a feature pyramid
+                self.feature_info.append({"num_chs": c, "reduction": reduction, "module": f"layer{i}"})
+        self.num_features = in_planes
         self.relu = nn.ReLU()
-        self.pool = nn.MaxPool2d(kernel_size=2, stride=2, pad_mode="valid")
-        self.fc = nn.Dense(STAGE_WIDTHS[-1], num_classes)
+        self.pool = nn.MaxPool2d(kernel_size=2, stride=pool_stride, pad_mode="valid")
+        # timm's convention: without classes the head is an identity and the model returns pooled features
+        self.fc = nn.Dense(self.num_features, num_classes) if num_classes else nn.Identity()
         self._init_weights()
 
     def _init_weights(self) -> None:
@@ -160,17 +171,41 @@ class ACmixSAN(nn.Cell):
     def _stage(self, x: Tensor, conv: nn.Cell, layer: nn.Cell, bn: nn.Cell) -> Tensor:
         return self.relu(bn(layer(conv(self.pool(x)))))
 
-    def forward_features(self, x: Tensor) -> Tensor:
-        """Stem and the five stages: (B, 2048, H/32, W/32) (each max-pool floors)."""
+    def forward_stages(self, x: Tensor) -> Tuple[Tensor, Tensor, Tensor, Tensor]:
+        """Outputs of stages 1 to 4 (``relu(bn_i(layer_i(...)))``): channels-first maps at strides 4, 8, 16, 32.
+
+        Stage 0 (stride 2) runs but is not returned.  Each max-pool floors, so the maps are ``H // stride``.
+
+        Args:
+            x: images (B, C, H, W).
+        """
         x = self.relu(self.bn_in(self.conv_in(x)))
         x = self._stage(x, self.conv0, self.layer0, self.bn0)
-        x = self._stage(x, self.conv1, self.layer1, self.bn1)
-        x = self._stage(x, self.conv2, self.layer2, self.bn2)
-        x = self._stage(x, self.conv3, self.layer3, self.bn3)
-        return self._stage(x, self.conv4, self.layer4, self.bn4)
+        s1 = self._stage(x, self.conv1, self.layer1, self.bn1)
+        s2 = self._stage(s1, self.conv2, self.layer2, self.bn2)
+        s3 = self._stage(s2, self.conv3, self.layer3, self.bn3)
+        return s1, s2, s3, self._stage(s3, self.conv4, self.layer4, self.bn4)
+
+    def forward_features(self, x: Tensor) -> Tensor:
+        """Stem and the five stages: (B, 2048, H/32, W/32) (each max-pool floors).
+
+        Args:
+            x: images (B, C, H, W).
+        """
+        return self.forward_stages(x)[3]
+
+    def forward_head(self, x: Tensor, pre_logits: bool = False) -> Tensor:
+        """Global average pool of ``forward_features``' map, then the classifier (none if ``pre_logits``).
+
+        Args:
+            x: last-stage map (B, C, h, w).
+            pre_logits: return the pooled features (B, C).
+        """
+        x = ops.mean(x, (2, 3))
+        return x if pre_logits else self.fc(x)
 
     def construct(self, x: Tensor) -> Tensor:
-        return self.fc(ops.mean(self.forward_features(x), (2, 3)))
+        return self.forward_head(self.forward_features(x))
 
 
 def _build(default_layers: Sequence[int], **kwargs) -> ACmixSAN:
