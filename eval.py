@@ -4,7 +4,8 @@
 loss, the number of images and images/second on ``val_split``. ``PATH`` is a ``.ckpt`` (it must fit the model
 exactly; a mismatch lists what does not fit) or an exported ``.mindir``.
 ``python eval.py --config RECIPE --checkpoint PATH --predict img1.png,folder/`` prints the top-5 classes of each
-image, named from the ``class_names.json`` that training wrote beside the checkpoint.
+image, named from the ``class_names.json`` that training wrote beside the checkpoint; a ``.mindir`` is preprocessed
+and named by its sidecar JSON (docs/export.md).
 """
 
 import os

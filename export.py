@@ -1,7 +1,8 @@
 """Export a checkpoint: ``python export.py --config RECIPE --checkpoint PATH [--file_format MINDIR|AIR|ONNX]``.
 
 Writes ``<output_dir>/<model>_<B>x<C>x<S>x<S>.<ext>`` (or ``--file_name``), refuses to overwrite without
-``--force``, then reloads the file and prints the largest difference from the checkpoint's output.
+``--force``, and the sidecar ``<file>.json`` describing its input, preprocessing and output (docs/export.md); then
+reloads the file and prints the largest difference from the checkpoint's output.
 """
 
 import os

@@ -4,16 +4,74 @@ from __future__ import annotations
 
 import json
 import os
-from typing import Dict, List
+from typing import Any, Dict, List, Mapping
 
 import numpy as np
 
 from .config import Config
 
-__all__ = ["run_eval", "load_for_inference", "predict_files", "CLASS_NAMES_FILE"]
+__all__ = [
+    "run_eval",
+    "load_for_inference",
+    "predict_files",
+    "eval_preprocessing",
+    "preprocess_ops",
+    "CLASS_NAMES_FILE",
+]
 
 CLASS_NAMES_FILE = "class_names.json"  # written by training next to its checkpoints
 _IMAGE_EXT = (".jpg", ".jpeg", ".png", ".bmp")
+
+
+def eval_preprocessing(cfg: Config) -> Dict[str, Any]:
+    """The evaluation preprocessing of ``cfg`` as plain values: what ``eval_transforms`` does, for the export sidecar.
+
+    ``src/data/transforms.eval_transforms`` builds the evaluation dataset from the same keys with the same rule
+    (short side to ``int(img_size / crop_pct)``); a test checks that :func:`preprocess_ops` of this dict and
+    ``eval_transforms(cfg)`` give identical arrays.
+
+    Args:
+        cfg: config with ``img_size``, ``crop_pct``, ``interpolation``, ``mean``, ``std``, ``in_chans``.
+    """
+    size = int(cfg.img_size)
+    return {
+        "channel_order": "RGB",
+        "resize_short_side": int(size / cfg.crop_pct),
+        "interpolation": cfg.interpolation,
+        "crop_size": [size, size],
+        "crop_pct": float(cfg.crop_pct),
+        "pixel_scale": "x / 255",
+        "mean": [float(m) for m in cfg.mean],
+        "std": [float(s) for s in cfg.std],
+        "steps": [
+            "decode to RGB uint8 HWC",
+            "resize the short side to resize_short_side (aspect kept, long side int(long * resize / short)), "
+            "result rounded to uint8",
+            "centre crop crop_size [height, width] at top (H - height) // 2, left (W - width) // 2",
+            "x / 255, then (x - mean) / std per channel, float32",
+            "HWC to CHW, add the batch axis: NCHW",
+        ],
+        "reference_ops": "mindspore.dataset.vision Resize, CenterCrop, Normalize, HWC2CHW",
+    }
+
+
+def preprocess_ops(spec: Mapping[str, Any]) -> List[Any]:
+    """MindSpore vision ops applying a preprocessing dict of :func:`eval_preprocessing` (or of a sidecar).
+
+    Args:
+        spec: ``resize_short_side``, ``interpolation``, ``crop_size``, ``mean``, ``std``.
+    """
+    from mindspore.dataset import vision
+
+    from .data.transforms import interpolation
+
+    # uint8 normalised with mean and std in 0..255 units is x / 255 followed by (x - mean) / std
+    return [
+        vision.Resize(int(spec["resize_short_side"]), interpolation(spec["interpolation"])),
+        vision.CenterCrop(tuple(int(v) for v in spec["crop_size"])),
+        vision.Normalize([255.0 * m for m in spec["mean"]], [255.0 * s for s in spec["std"]]),
+        vision.HWC2CHW(),
+    ]
 
 
 def load_for_inference(cfg: Config):
@@ -22,7 +80,7 @@ def load_for_inference(cfg: Config):
     Args:
         cfg: config with ``checkpoint`` and the model keys.
     """
-    if cfg.checkpoint.lower().endswith(".mindir"):
+    if _is_mindir(cfg):
         from .exporter import load_mindir
 
         return load_mindir(cfg.checkpoint)
@@ -84,13 +142,11 @@ def _image_files(paths: List[str]) -> List[str]:
     return files
 
 
-def _class_names(cfg: Config) -> List[str]:
-    if cfg.checkpoint.lower().endswith(".mindir"):
-        from .exporter import read_export_meta
+def _is_mindir(cfg: Config) -> bool:
+    return cfg.checkpoint.lower().endswith(".mindir")
 
-        names = read_export_meta(cfg.checkpoint).get("class_names")
-        if names:
-            return list(names)
+
+def _class_names(cfg: Config) -> List[str]:
     path = os.path.join(os.path.dirname(os.path.abspath(cfg.checkpoint)), CLASS_NAMES_FILE)
     if os.path.isfile(path):
         with open(path, encoding="utf-8") as f:
@@ -98,11 +154,35 @@ def _class_names(cfg: Config) -> List[str]:
     return [str(i) for i in range(cfg.num_classes)]
 
 
+def _prediction_setup(cfg: Config):
+    """(preprocessing dict, class names) of the model in ``cfg.checkpoint``.
+
+    An exported MindIR is described by its sidecar alone: its preprocessing and classes are what the export run
+    used, whatever the current recipe says; a MindIR without a sidecar falls back to the recipe, with a warning.
+    """
+    if not _is_mindir(cfg):
+        return eval_preprocessing(cfg), _class_names(cfg)
+    from .exporter import read_export_meta, sidecar_path
+
+    meta = read_export_meta(cfg.checkpoint)
+    if "preprocessing" not in meta:
+        print(f"warning: no sidecar {sidecar_path(cfg.checkpoint)}; preprocessing and classes from the recipe")
+        return eval_preprocessing(cfg), _class_names(cfg)
+    output = meta["output"]
+    if output["kind"] != "logits":
+        from .exporter import ExportError
+
+        raise ExportError(f"{cfg.checkpoint} outputs {output['kind']}, not class logits: --predict needs a classifier")
+    names = output.get("class_names") or [str(i) for i in range(int(output["num_classes"]))]
+    return meta["preprocessing"], list(names)
+
+
 def predict_files(cfg: Config) -> List[Dict]:
     """Top-5 classes and probabilities of every image in ``cfg.predict`` (files or folders).
 
-    The images get the evaluation preprocessing (resize, center crop, normalisation); class names come from
-    ``class_names.json`` beside the checkpoint (written by training), else class indices are shown.
+    A checkpoint gets the recipe's evaluation preprocessing (:func:`eval_preprocessing`) and the class names of
+    ``class_names.json`` beside it (written by training); an exported MindIR gets the preprocessing and class
+    names of its sidecar JSON. Without names, class indices are shown.
 
     Args:
         cfg: config with ``checkpoint``, ``predict`` and the preprocessing keys.
@@ -111,16 +191,16 @@ def predict_files(cfg: Config) -> List[Dict]:
     from mindspore.dataset import transforms
     from PIL import Image
 
-    from .data import DataError, eval_transforms
+    from .data import DataError
     from .env import init_env
 
     init_env(cfg.device_target, cfg.mode, cfg.seed, graph_kernel=cfg.graph_kernel)
     files = _image_files(cfg.predict)
     if not files:
         raise DataError(f"no images ({', '.join(_IMAGE_EXT)}) in {cfg.predict}")
+    spec, names = _prediction_setup(cfg)
     net = load_for_inference(cfg)
-    names = _class_names(cfg)
-    pipeline = transforms.Compose(eval_transforms(cfg))
+    pipeline = transforms.Compose(preprocess_ops(spec))
     results = []
     for path in files:
         try:
@@ -131,7 +211,7 @@ def predict_files(cfg: Config) -> List[Dict]:
         logits = net(Tensor(x)).asnumpy()[0].astype(np.float64)
         prob = np.exp(logits - logits.max())
         prob /= prob.sum()
-        top = np.argsort(-prob)[: min(5, len(prob))]
+        top = np.argsort(-prob, kind="stable")[: min(5, len(prob))]
         results.append({"file": path, "top5": [(names[i] if i < len(names) else str(i), float(prob[i])) for i in top]})
         shown = ", ".join(f"{n} {p:.3f}" for n, p in results[-1]["top5"])
         print(f"{path}: {shown}")
