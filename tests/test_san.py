@@ -17,11 +17,9 @@ from src.models.layers.acmix import shift_kernel
 from src.models.layers.patchwise_attention import PatchwiseAggregation, PatchwiseAttentionACmix
 from tests.conftest import graph_train_step
 from tests.test_resnet import (
-    check_feature_gradients,
     check_feature_info,
     check_heads,
     check_pretrained,
-    check_views_in_graph_mode,
 )
 
 # Paper (Table / README of the official ACmix): params, multiply-adds at 224x224, 1000 classes.
@@ -321,12 +319,6 @@ def test_pretrained_views(tmp_path):
     check_pretrained("acmix_san10", tmp_path, {"layers": (1, 1, 2, 1, 1)}, **SMALL)
 
 
-@pytest.mark.slow  # compiles a classifier and a features_only backbone (reduced depth) in one graph
-def test_views_in_graph_mode(tmp_path):
-    # 72 px: the flooring max-pools give maps 36, then 18, 9, 4, 2 at strides 4..32
-    check_views_in_graph_mode("acmix_san10", tmp_path, 72, lambda s, r: s // r, **SMALL)
-
-
-@pytest.mark.slow  # compiles a reduced-depth backbone's backward
-def test_feature_gradients_in_graph_mode():
-    check_feature_gradients("acmix_san10", 64, **SMALL)
+# The graph-mode views (features_only, num_classes=0) of every SAN at full depth are in tests/test_features.py; the
+# checkpoint views and the gradients through features_only are checked in graph mode on ACmix-ResNet, whose
+# FeatureExtractor is the same cell.
