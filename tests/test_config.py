@@ -326,6 +326,21 @@ def test_recipes_exist_for_registered_models():
     assert "demo_digits" in names
 
 
+IMAGENET = [p for p in RECIPES if "_imagenet" in p.stem]
+
+
+@pytest.mark.parametrize("path", IMAGENET, ids=[p.stem for p in IMAGENET])
+def test_imagenet_recipe_preprocessing_is_its_models_config(path: Path):
+    """The evaluation preprocessing of an ImageNet recipe is the one registered with its model (ModelConfig)."""
+    from src.models import get_model_config
+
+    cfg = parse_config(["--config", str(path)])
+    mc = get_model_config(cfg.model)
+    assert (cfg.in_chans, cfg.img_size, cfg.img_size) == mc.input_size
+    assert (cfg.crop_pct, cfg.interpolation) == (mc.crop_pct, mc.interpolation)
+    assert tuple(cfg.mean) == mc.mean and tuple(cfg.std) == mc.std
+
+
 @pytest.mark.parametrize("path", RECIPES, ids=[p.stem for p in RECIPES])
 def test_recipe_parses(path: Path):
     raw = yaml.safe_load(path.read_text(encoding="utf-8"))
