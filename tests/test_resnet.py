@@ -15,7 +15,7 @@ import pytest
 from mindspore import Tensor, nn
 
 from src.errors import CheckpointError
-from src.models import FeatureExtractor, create_model, get_model_config
+from src.models import create_model, get_model_config
 from src.models.acmix_resnet import ACmixResNet, Bottleneck, batch_norm, conv1x1
 from src.models.convert import convert_state_dict
 from src.models.flops import count_params
@@ -177,44 +177,6 @@ def check_pretrained(name: str, tmp_path, other: dict, **kw) -> None:
         create_model(name, pretrained=path, num_classes=7, **kw)
 
 
-class _Views(nn.Cell):
-    """One graph: a classifier's logits and pre-logits, and the features_only views of its checkpoint."""
-
-    def __init__(self, net: nn.Cell, full: FeatureExtractor, sub: FeatureExtractor) -> None:
-        super().__init__()  # the prefixes keep the classifier's and the extractors' parameter names apart
-        self.net, self.full, self.sub = net, full, sub
-
-    def construct(self, x):
-        pre = self.net.forward_head(self.net.forward_features(x), pre_logits=True)
-        return self.net(x), pre, self.full(x), self.sub(x), self.full.backbone(x)
-
-
-def check_views_in_graph_mode(name: str, tmp_path, size: int, map_size: Callable[[int, int], int], **kw) -> None:
-    """construct = forward_head(forward_features); features_only and num_classes=0 views of a checkpoint."""
-    net = create_model(name, num_classes=5, **kw)
-    path = str(tmp_path / "net.ckpt")
-    ms.save_checkpoint(net, path)
-    full = create_model(name, pretrained=path, features_only=True, **kw)
-    sub = FeatureExtractor(full.backbone, out_indices=(1, 3))
-    assert sub.feature_info == [full.feature_info[1], full.feature_info[3]]
-    w, b = net.fc.weight.asnumpy(), net.fc.bias.asnumpy()  # before _Views renames the parameters
-    views = _Views(net, full, sub)
-    views.set_train(False)
-    x = Tensor(np.random.default_rng(size).standard_normal((2, 3, size, size)).astype(np.float32))
-    logits, pre, maps, sub_maps, headless = views(x)
-    logits, pre, headless = logits.asnumpy(), pre.asnumpy(), headless.asnumpy()
-    maps, sub_maps = [m.asnumpy() for m in maps], [m.asnumpy() for m in sub_maps]
-    assert len(maps) == 4
-    for m, f in zip(maps, full.feature_info):
-        assert m.shape == (2, f["num_chs"], map_size(size, f["reduction"]), map_size(size, f["reduction"])), f
-    for got, want in zip(sub_maps, (maps[1], maps[3])):
-        np.testing.assert_array_equal(got, want)
-    tol = dict(rtol=1e-4, atol=1e-5 * np.abs(pre).max())
-    np.testing.assert_allclose(pre, maps[3].mean((2, 3)), **tol)  # the loaded backbone reproduces the classifier's
-    np.testing.assert_allclose(headless, pre, **tol)
-    np.testing.assert_allclose(logits, pre @ w.T + b, rtol=1e-4, atol=1e-5 * np.abs(logits).max())
-
-
 def check_feature_gradients(name: str, size: int, zero_ok: Optional[Callable[[str], bool]] = None, **kw) -> None:
     """A loss on the features_only maps reaches every backbone parameter (graph mode, train mode)."""
     feats = create_model(name, features_only=True, **kw)
@@ -244,12 +206,6 @@ def test_heads_and_bad_out_indices():
 
 def test_pretrained_views(tmp_path):
     check_pretrained("acmix_resnet26", tmp_path, {"layers": (1, 1, 2, 1)}, layers=(1, 1, 1, 1))
-
-
-@pytest.mark.slow  # compiles a classifier and a features_only backbone (reduced depth) in one graph
-def test_views_in_graph_mode(tmp_path):
-    # 72 px: the maps round up (18, 9, 5, 3), as the stride-2 ACmix modules do
-    check_views_in_graph_mode("acmix_resnet26", tmp_path, 72, lambda s, r: -(-s // r), layers=(1, 1, 1, 1))
 
 
 @pytest.mark.slow  # compiles a reduced-depth backbone's backward

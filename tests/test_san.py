@@ -320,5 +320,5 @@ def test_pretrained_views(tmp_path):
 
 
 # The graph-mode views (features_only, num_classes=0) of every SAN at full depth are in tests/test_features.py; the
-# checkpoint views and the gradients through features_only are checked in graph mode on ACmix-ResNet, whose
-# FeatureExtractor is the same cell.
+# gradients through features_only are checked in graph mode on ACmix-ResNet, whose FeatureExtractor is the same
+# cell.
