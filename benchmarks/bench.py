@@ -199,7 +199,7 @@ def run_mindspore(
 
     from src.env import init_env
 
-    init_env("CPU", "graph", 0, graph_kernel=graph_kernel, training=case.train)
+    init_env("CPU", "graph", 0, graph_kernel=graph_kernel)
     x_np, y_np = _inputs(case, batch, size)
     net = _ms_model(case, size)
     if amp_dtype is not None:
@@ -539,7 +539,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         "--graph_kernel",
         default="auto",
         choices=("auto", "on", "off"),
-        help="graph-kernel fusion (auto: forward cases)",
+        help="graph-kernel fusion, as the graph_kernel key of a recipe (auto: on for CPU)",
     )
     parser.add_argument(
         "--kernel_cache",

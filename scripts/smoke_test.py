@@ -63,7 +63,7 @@ def step_time(model: str, device: str, batch: int, steps: int) -> Dict[str, floa
     from src.trainer import build_network, build_train_step
 
     cfg = parse_config(["--config", RECIPES[model], "--device_target", device, "--batch_size", str(batch)])
-    init_env(cfg.device_target, cfg.mode, cfg.seed, graph_kernel=cfg.graph_kernel, training=True)
+    init_env(cfg.device_target, cfg.mode, cfg.seed, graph_kernel=cfg.graph_kernel)
     train_step, _ = build_train_step(cfg, build_network(cfg), steps_per_epoch=steps + 1)
     train_step.set_train(True)
     rng = np.random.default_rng(0)

@@ -98,7 +98,7 @@ _SCHEMA: List[Tuple[str, Any, str]] = [
     ("loss_scale_window", 2000, ""),
     ("device_target", "CPU", "also selects the recipe's device section"),
     ("mode", "graph", ""),
-    ("graph_kernel", "auto", "operator fusion: auto = on for CPU inference in graph mode (see src/env.py)"),
+    ("graph_kernel", "auto", "operator fusion: auto = on for CPU in graph mode, training included (see src/env.py)"),
     ("dataset_sink_mode", "auto", "feed batches through the device queue: auto = on for Ascend and GPU, off on CPU"),
     (
         "sink_size",

@@ -52,29 +52,27 @@ def _set_device(ms, device_target: str) -> None:
         ms.set_context(**kwargs)
 
 
-def graph_kernel_enabled(setting: str, device_target: str, mode: str = "graph", training: bool = False) -> bool:
+def graph_kernel_enabled(setting: str, device_target: str, mode: str = "graph") -> bool:
     """Whether MindSpore's graph-kernel fusion is switched on for a run.
 
-    ``"auto"`` turns it on for inference in graph mode on CPU (evaluation, prediction, export checks), where it
-    was measured (``benchmarks/bench.py``): it fuses chains of element-wise operators, LayerNorm and Transpose
-    into generated kernels, which cuts the peak memory of an ACmix-ResNet-50 forward pass about 4x and speeds it
-    up, at the price of a longer first compilation.  Training stays unfused under ``"auto"``; ``"on"`` fuses the
-    train steps too, which are correct with the workaround of ``CPU_GRAPH_KERNEL_FLAGS`` (gradients checked against
-    unfused ones) and take about 3x less memory, for a longer cold first compilation (ACmix-ResNet-50
-    81 s against 72 s, Swin-T 58 s against 40 s; see docs/performance.md).  GPU and Ascend keep
-    MindSpore's defaults under ``"auto"`` (not measured here).  ``"off"`` disables fusion.
+    ``"auto"`` turns it on in graph mode on CPU, for training and inference alike: it fuses chains of element-wise
+    operators, LayerNorm and Transpose into generated kernels, which cuts the peak memory of an ACmix-ResNet-50
+    train step about 3.5x and of its forward pass about 4x, at the price of a longer cold first compilation (the
+    kernels are then cached, ``kernel_cache_dir``).  Fused train steps compute the unfused gradients with the
+    workaround of ``CPU_GRAPH_KERNEL_FLAGS``; the slow tests check one full-depth model of each family at 224x224
+    (tests/test_graph_kernel.py, docs/performance.md).  GPU and Ascend keep MindSpore's defaults under ``"auto"``
+    (not measured here).  ``"on"`` forces fusion anywhere, ``"off"`` disables it.
 
     Args:
         setting: "auto", "on" or "off".
         device_target: "CPU", "GPU" or "Ascend".
         mode: "graph" or "pynative" (fusion only applies to compiled graphs).
-        training: the process compiles training steps.
     """
     if setting not in ("auto", "on", "off"):
         raise ValueError(f"graph_kernel must be 'auto', 'on' or 'off', got {setting!r}")
     if mode != "graph" or setting == "off":
         return False
-    return setting == "on" or (device_target == "CPU" and not training)
+    return setting == "on" or device_target == "CPU"
 
 
 def kernel_cache_dir() -> str:
@@ -123,7 +121,6 @@ def init_env(
     seed: int = 42,
     distribute: bool = False,
     graph_kernel: str = "auto",
-    training: bool = False,
 ) -> RunEnv:
     """Set the device, the execution mode, operator fusion and every seed; with ``distribute``, join the group.
 
@@ -135,14 +132,13 @@ def init_env(
         seed: seed of Python, NumPy, MindSpore and the data pipeline.
         distribute: initialise the communication group (launch through msrun or a rank table).
         graph_kernel: "auto", "on" or "off" (see ``graph_kernel_enabled``).
-        training: the process compiles training steps (``graph_kernel_enabled``).
     """
     import mindspore as ms
     import mindspore.dataset as ds
 
     _set_device(ms, device_target)
     ms.set_context(mode=ms.GRAPH_MODE if mode == "graph" else ms.PYNATIVE_MODE)
-    _set_graph_kernel(ms, graph_kernel_enabled(graph_kernel, device_target, mode, training), device_target)
+    _set_graph_kernel(ms, graph_kernel_enabled(graph_kernel, device_target, mode), device_target)
     random.seed(seed)
     np.random.seed(seed)
     ms.set_seed(seed)

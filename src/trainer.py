@@ -276,7 +276,7 @@ def train(cfg: Config) -> Dict[str, float]:
 
 def _build_run(cfg: Config, stale: List[str]) -> _Run:
     """Device, logs, data checks, model, optimizer and the compiled train step (compiled at its first call)."""
-    env = init_env(cfg.device_target, cfg.mode, cfg.seed, cfg.distribute, cfg.graph_kernel, training=True)
+    env = init_env(cfg.device_target, cfg.mode, cfg.seed, cfg.distribute, cfg.graph_kernel)
     from mindspore import ops
 
     from .data import check_dataset, create_dataset

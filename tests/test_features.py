@@ -1,4 +1,5 @@
-"""Every registered model at full depth in graph mode: features_only maps at strides 4-32 and num_classes=0."""
+"""features_only maps at strides 4-32 and num_classes=0: one model per family at full depth in graph mode, and the
+feature descriptions of every registered model."""
 
 from __future__ import annotations
 
@@ -25,9 +26,11 @@ class _Both(nn.Cell):
         return self.maps(x), self.backbone(x)
 
 
-@pytest.mark.parametrize("name", list_models())
-@pytest.mark.slow  # one full-depth forward compile per model
-def test_features_and_pooled_output_of_every_model(name):
+# one full-depth forward compile per family; the deeper siblings run the same code with other stage depths and
+# widths, which test_feature_info_of_every_model checks without compiling
+@pytest.mark.parametrize("name", ["acmix_resnet26", "acmix_san10", "acmix_pvt_tiny", "acmix_swin_tiny"])
+@pytest.mark.slow
+def test_features_and_pooled_output_of_each_family(name):
     size = 64
     kw = dict(SMALL.get(name, {}), **({"img_size": size} if name.startswith(FIXED) else {}))
     backbone = create_model(name, num_classes=0, **kw)
@@ -43,3 +46,14 @@ def test_features_and_pooled_output_of_every_model(name):
         assert np.isfinite(m.asnumpy()).all()
     assert pooled.shape == (2, info[-1]["num_chs"])
     assert np.isfinite(pooled.asnumpy()).all()
+
+
+@pytest.mark.parametrize("name", list_models())
+@pytest.mark.slow  # builds every full-size model (Swin-S and SAN-19 take seconds each)
+def test_feature_info_of_every_model(name):
+    backbone = create_model(name, num_classes=0)
+    info = backbone.feature_info
+    assert [f["reduction"] for f in info] == [4, 8, 16, 32]
+    assert info[-1]["num_chs"] == backbone.num_features
+    assert all(a["num_chs"] < b["num_chs"] for a, b in zip(info, info[1:])), info
+    assert all(isinstance(f["module"], str) and f["module"] for f in info)

@@ -41,7 +41,7 @@ def test_training_resume_and_eval(stripes, tmp_path):
 
     full, resumed_dir = str(tmp_path / "full"), str(tmp_path / "resumed")
     result = train(_cfg(stripes, full, "--epochs", "2", "--keep_checkpoints", "2"))
-    assert ms.get_context("enable_graph_kernel") is False  # graph_kernel auto: training unfused (src/env.py)
+    assert ms.get_context("enable_graph_kernel") is True  # graph_kernel auto: training fused on CPU (src/env.py)
     losses = _train_losses(full)
     assert len(losses) == 8 and np.mean(losses[4:]) < np.mean(losses[:4]), losses
     for name in ("config.yaml", "train.log", "curves.png", "acmix_resnet26_best.ckpt", "acmix_resnet26_epoch1.ckpt"):
@@ -69,7 +69,7 @@ def test_training_resume_and_eval(stripes, tmp_path):
     # eval.py on the saved checkpoint reports the last validation of training
     ckpt = os.path.join(full, "acmix_resnet26_epoch2.ckpt")
     evaluated = run_eval(_cfg(stripes, str(tmp_path / "eval"), "--checkpoint", ckpt))
-    assert ms.get_context("enable_graph_kernel") is True  # and inference on CPU fused
+    assert ms.get_context("enable_graph_kernel") is True  # and inference
     assert evaluated["top1"] == pytest.approx(result["top1"])
     assert evaluated["num_images"] == 8
     with open(tmp_path / "eval" / "eval.json", encoding="utf-8") as f:
