@@ -33,6 +33,7 @@ train mode, in MindSpore a ``TrainOneStepCell`` compiled once in graph mode.  Py
     python benchmarks/bench.py --cases module_fwd,module_unfold_fwd --batch 2 --size 28 --repeat 3
     python benchmarks/bench.py --cases module_fwd,resnet50_fwd --repeat 3 --json out.json
     python benchmarks/bench.py --mixed_precision                 # adds the train steps under amp O2
+    python benchmarks/bench.py --cases resnet50_train --compile_profile  # where the compilation time goes
 
 ``--official`` is a checkout of https://github.com/LeapLabTHU/ACmix (``git archive HEAD | tar -x -C DIR``),
 imported at run time by ``benchmarks/official.py``; it needs what ``requirements-bench.txt`` installs.
@@ -183,6 +184,7 @@ def run_mindspore(
     repeat: int,
     amp_dtype: Optional[str] = None,
     graph_kernel: str = "auto",
+    compile_profile: bool = False,
 ) -> Dict[str, Any]:
     """Measure one case with this package in MindSpore graph mode (in the calling process).
 
@@ -193,9 +195,15 @@ def run_mindspore(
         repeat: timed calls after the warm-up.
         amp_dtype: None (fp32) or ``"float16"``/``"bfloat16"`` for ``auto_mixed_precision(net, "O2")``.
         graph_kernel: "auto", "on" or "off", as the ``graph_kernel`` key of the training config.
+        compile_profile: make MindSpore print the time of each compilation phase (read by ``compile_phases``).
     """
     import mindspore as ms
     from mindspore import nn
+
+    if compile_profile:  # MindSpore's own switch for its phase timer; no public API exposes it
+        from mindspore._extends.parse import compile_config
+
+        compile_config.COMPILE_PROFILE = "1"
 
     from src.env import init_env
 
@@ -338,7 +346,7 @@ def _child(args: argparse.Namespace) -> Dict[str, Any]:
     if impl == "official":
         res = run_official(case, args.batch, size, args.repeat, Path(args.official), args.torch_threads)
     elif impl == "mindspore":
-        res = run_mindspore(case, args.batch, size, args.repeat, graph_kernel=args.graph_kernel)
+        res = run_mindspore(case, args.batch, size, args.repeat, None, args.graph_kernel, args.compile_profile)
     else:
         res = run_mindspore(case, args.batch, size, args.repeat, args.amp_dtype, args.graph_kernel)
     return res
@@ -349,6 +357,8 @@ def _run_child(case: Case, impl: str, args: argparse.Namespace, amp_dtype: str =
     cmd = [sys.executable, str(Path(__file__).resolve()), "--child", case.name, impl]
     cmd += ["--batch", str(args.batch), "--repeat", str(args.repeat), "--amp_dtype", amp_dtype]
     cmd += ["--torch_threads", str(args.torch_threads), "--graph_kernel", args.graph_kernel]
+    if args.compile_profile:
+        cmd.append("--compile_profile")
     if args.size:
         cmd += ["--size", str(args.size)]
     if args.official:
@@ -377,8 +387,45 @@ def _run_child(case: Case, impl: str, args: argparse.Namespace, amp_dtype: str =
         error = " | ".join([code, *(key or err)[-3:]])[-600:]
         return {**head, "status": "failed", "returncode": proc.returncode, "error": error}
     res = json.loads(lines[-1])
+    phases = compile_phases(proc.stdout)
+    if phases:
+        res["compile_phases_s"] = phases
     res["images_per_s"] = round(args.batch / res["median_s"], 2) if res["median_s"] > 0 else None
     return {**head, "status": "ok", **res}
+
+
+def compile_phases(stdout: str) -> Dict[str, float]:
+    """Seconds per top-level compilation phase from MindSpore's ``COMPILE_PROFILE`` output (its "Sums" block).
+
+    The phases are summed by their first name: ``type_inference`` (abstract interpretation of the Python graph),
+    ``optimize`` (the front-end passes: inlining, gradient expansion, simplification) and ``task_emit`` (the
+    back end: kernel graph, graph-kernel fusion, kernel selection and generation); the rest is ``other``.  Of
+    several graphs compiled in one process, the longest is kept.
+
+    Args:
+        stdout: what the measuring process printed.
+    """
+    blocks: List[Dict[str, float]] = []
+    current: Optional[Dict[str, float]] = None
+    for line in stdout.splitlines():
+        if line.strip() == "Sums":  # "    name.sub : 1.234s : 5.6%" lines follow, up to a blank line
+            current = {}
+            blocks.append(current)
+            continue
+        if current is None:
+            continue
+        parts = [p.strip() for p in line.split(":")]
+        if len(parts) != 3 or not parts[1].endswith("s"):
+            current = None
+            continue
+        seconds = float(parts[1][:-1])
+        head = parts[0].split(".")[0]
+        key = head if head in ("type_inference", "optimize", "task_emit") else "other"
+        current[key] = current.get(key, 0.0) + seconds
+    if not blocks:
+        return {}
+    best = max(blocks, key=lambda b: sum(b.values()))
+    return {k: round(v, 1) for k, v in sorted(best.items())}
 
 
 def _ratio(a: Optional[float], b: Optional[float]) -> Optional[float]:
@@ -443,6 +490,15 @@ def summarize(rows: List[Dict[str, Any]], cases: Sequence[Case]) -> Tuple[List[D
             _fmt(_val(of_r, "images_per_s"), 1),
         ]
         out.append("| " + " | ".join(str(c) for c in cells) + " |")
+
+    phased = [r for r in rows if r.get("compile_phases_s")]
+    if phased:
+        names = ("type_inference", "optimize", "task_emit", "other")
+        out += ["", "| case | compile s | " + " | ".join(f"{n} s" for n in names) + " |", "|" + "---|" * 6]
+        for r in phased:
+            ph = r["compile_phases_s"]
+            cells = [r["case"], _fmt(_val(r, "compile_s"), 1), *(_fmt(ph.get(n, 0.0), 1) for n in names)]
+            out.append("| " + " | ".join(str(c) for c in cells) + " |")
 
     amp = [r for r in rows if r["impl"] == "mindspore_o2"]
     if amp:
@@ -547,6 +603,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         default=None,
         help="share this fused-kernel cache between cases and runs (default: every process compiles cold)",
     )
+    parser.add_argument(
+        "--compile_profile", action="store_true", help="add MindSpore's time per compilation phase (a second table)"
+    )
     parser.add_argument("--child", nargs=2, metavar=("CASE", "IMPL"), help=argparse.SUPPRESS)
     parser.add_argument("--amp_dtype", default="float16", choices=("float16", "bfloat16"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -605,6 +664,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             "mixed_precision": args.mixed_precision,
             "graph_kernel": args.graph_kernel,
             "kernel_cache": str(args.kernel_cache) if args.kernel_cache else "cold (one per process)",
+            "compile_profile": args.compile_profile,
             "sgd": {"lr": LR, "momentum": MOMENTUM},
         }
         args.json.parent.mkdir(parents=True, exist_ok=True)

@@ -35,7 +35,8 @@ def _run(*args: str, timeout: int = 600) -> subprocess.CompletedProcess:
 def test_bench_module_blocked_and_unfold_write_json(tmp_path: Path) -> None:
     out = tmp_path / "bench.json"
     cases = "module_fwd,module_unfold_fwd"
-    proc = _run(str(SCRIPT), "--cases", cases, "--batch", "1", "--size", "8", "--repeat", "2", "--json", str(out))
+    args = ["--cases", cases, "--batch", "1", "--size", "8", "--repeat", "2", "--json", str(out), "--compile_profile"]
+    proc = _run(str(SCRIPT), *args)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "| module_fwd | 1 | 8 |" in proc.stdout  # the markdown table rows
     assert "| module_unfold_fwd | 1 | 8 |" in proc.stdout
@@ -58,6 +59,7 @@ def test_bench_module_blocked_and_unfold_write_json(tmp_path: Path) -> None:
         assert row["images_per_s"] == pytest.approx(1 / row["median_s"], rel=0.02)
         assert row["compile_s"] > 0 and row["compile_peak_mib"] >= 0
         assert isinstance(row["run_peak_mib"], float) and row["peak_mib"] >= row["run_peak_mib"]
+        assert set(row["compile_phases_s"]) >= {"type_inference", "task_emit"}  # MindSpore's profile was read
     assert data["comparison"] == [
         {"case": "module_fwd", "time_ratio": None, "mem_ratio": None},
         {"case": "module_unfold_fwd", "time_ratio": None, "mem_ratio": None},
@@ -96,6 +98,25 @@ def test_ratios_come_from_one_run_of_each_case() -> None:
                 "module",
                 "blocked",
             )
+
+
+def test_compile_phases_are_read_from_mindspores_profile() -> None:
+    """--compile_profile: the "Sums" block of MindSpore's compile profile, summed by phase; the longest graph wins."""
+    from benchmarks.bench import CASES, compile_phases, summarize
+
+    small = "Sums\n    type_inference : 0.5s : 50%\n    task_emit : 0.5s : 50%\n\n"
+    big = (
+        "TotalTime = 12.0, [3]\nSums\n    bootstrap : 0.002s : 0.01%\n    type_inference : 3.000s : 25%\n"
+        "    optimize.opt_a.a_1 : 2.000s : 16%\n    optimize.opt_b : 1.000s : 8%\n    task_emit : 6.000s : 50%\n"
+        "\nTime group info:\n 0.06% :     0.000568s :    378: substitution.addn_check_dump\n"
+    )
+    phases = compile_phases("warning: something\n" + small + big + '{"median_s": 1}')
+    assert phases == {"optimize": 3.0, "other": 0.0, "task_emit": 6.0, "type_inference": 3.0}
+    assert compile_phases("no profile here") == {}
+    row = dict(case="resnet50_train", impl="mindspore", status="ok", batch=8, size=224, median_s=1.0, peak_mib=1.0,
+               run_peak_mib=1.0, compile_s=12.0, images_per_s=8.0, compile_phases_s=phases)  # fmt: skip
+    _, table = summarize([row], [CASES["resnet50_train"]])
+    assert "| resnet50_train | 12.0 | 3.0 | 3.0 | 6.0 | 0.0 |" in table
 
 
 def test_bench_rejects_unknown_case() -> None:
