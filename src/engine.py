@@ -6,6 +6,7 @@ from __future__ import annotations
 import time
 from typing import Dict, Iterable, Optional, Tuple
 
+import mindspore as ms
 import numpy as np
 from mindspore import Parameter, ParameterTuple, Tensor, nn, ops
 from mindspore import amp as ms_amp
@@ -56,6 +57,22 @@ class NetWithLoss(nn.Cell):
 
     def construct(self, images: Tensor, labels: Tensor) -> Tensor:
         return self.loss_fn(self.network(images), labels)
+
+
+_hyper_map = ops.HyperMap()
+
+
+def _is_finite(grad: Tensor) -> Tensor:
+    return ops.isfinite(grad).all()
+
+
+def stacked_all_finite(grads: Tuple[Tensor, ...]) -> Tensor:
+    """Whether every gradient is finite, as a scalar bool: one flag per gradient, stacked and reduced.
+
+    Args:
+        grads: the gradients.
+    """
+    return ops.stack(_hyper_map(_is_finite, grads)).all()
 
 
 class TrainStep(nn.Cell):
@@ -110,6 +127,10 @@ class TrainStep(nn.Cell):
         self.grad_reducer = grad_reducer if grad_reducer is not None else nn.Identity()
         self.ema_decay = ema_decay
         self.hyper_map = ops.HyperMap()
+        # On CPU, all_finite adds one flag per gradient with a single AddN, which graph-kernel fusion turns into
+        # one generated kernel of ~100 inputs whose index expressions MindSpore 2.8's kernel compiler (AKG) does
+        # not finish simplifying: the compilation hangs.  Stacking the flags keeps them out of one fused kernel.
+        self.stack_finite = ms.get_context("device_target") == "CPU"
         if ema_decay > 0:
             ema_sources = [p for p in net_with_loss.get_parameters() if p.requires_grad or "moving_" in p.name]
             self.ema_sources = ParameterTuple(ema_sources)
@@ -129,7 +150,10 @@ class TrainStep(nn.Cell):
             grads = self.grad_reducer(grads)
         inv = 1.0 / scale
         grads = self.hyper_map(ops.partial(_unscale, inv), grads)
-        finite = ms_amp.all_finite(grads)
+        if self.stack_finite:
+            finite = stacked_all_finite(grads)
+        else:
+            finite = ms_amp.all_finite(grads)
         loss = ops.depend(loss, self._update_meter(loss, finite))
         if self.dynamic:
             loss = ops.depend(loss, self._update_scale(finite))

@@ -166,6 +166,22 @@ def test_eval_rejects_checkpoint_that_does_not_fit(stripes, tmp_path):
     assert proc.returncode == 2 and "checkpoint not found" in proc.stderr
 
 
+def test_stacked_finiteness_sees_one_bad_value_among_many_gradients():
+    """The CPU overflow check of TrainStep (stacked flags instead of all_finite's single AddN, which the fused
+    kernel compiler cannot finish) in graph mode: one inf or nan anywhere makes the step non-finite."""
+    from mindspore import Tensor
+
+    from src.engine import stacked_all_finite
+
+    check = ms.jit(stacked_all_finite)
+    grads = [np.ones((3, 2), np.float32) for _ in range(120)] + [np.ones((), np.float32)]
+    assert bool(check(tuple(Tensor(g) for g in grads)).asnumpy())
+    for bad_index, bad in ((0, np.inf), (77, np.nan), (120, -np.inf)):
+        broken = [g.copy() for g in grads]
+        broken[bad_index][...] = bad
+        assert not bool(check(tuple(Tensor(g) for g in broken)).asnumpy()), (bad_index, bad)
+
+
 def test_overflowing_steps_are_skipped_and_the_scale_adapts():
     """Dynamic loss scaling: an overflow leaves weights, optimizer and EMA untouched and halves the scale;
     scale_window finite steps double it."""
