@@ -202,9 +202,10 @@ class PyramidVisionTransformerACmix(nn.Cell):
         self.feature_info = [
             {"num_chs": embed_dims[i], "reduction": first * 2**i, "module": f"block{i + 1}"} for i in range(n)
         ]
-        self.norm = layer_norm(embed_dims[-1], _EPS)
-        self.cls_token = Parameter(initializer(TruncatedNormal(0.02), (1, 1, embed_dims[-1])), name="cls_token")
-        self.head = nn.Dense(embed_dims[-1], num_classes) if num_classes > 0 else nn.Identity()
+        self.num_features = embed_dims[-1]  # width of the pooled features, as in the other families
+        self.norm = layer_norm(self.num_features, _EPS)
+        self.cls_token = Parameter(initializer(TruncatedNormal(0.02), (1, 1, self.num_features)), name="cls_token")
+        self.head = nn.Dense(self.num_features, num_classes) if num_classes > 0 else nn.Identity()
         init_dense_trunc_normal(self)  # PVT v1's initialisation (the fan-out normal one is PVT v2's)
 
     def _stage_outputs(self, x: Tensor) -> Tuple[Tensor, ...]:
